@@ -1,1 +1,114 @@
-fn main() {}
+//! The `gaittune` command: run a tuning study, run the simulated robot, export results.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gaittune::config::Config;
+use gaittune::control::{self, EXIT_INTERRUPTED};
+use gaittune::daemon::{self, RunOutcome, RunOverrides};
+
+/// Tunes a quadruped's gait controller on the robot, over a serial line, safely.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run (or continue) a tuning study described by a config file.
+    Run {
+        /// The config file, e.g. configs/sim-quadruped.toml.
+        config: PathBuf,
+        /// Study size in finished trials (overrides study.trials).
+        #[arg(long)]
+        trials: Option<u64>,
+        /// Storage URL, e.g. sqlite:study.db (overrides study.storage).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Study name (overrides study.name).
+        #[arg(long)]
+        study: Option<String>,
+    },
+    /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
+    Sim(gaittune::sim::SimOptions),
+    /// Print a study's trials as JSON or CSV.
+    Export {
+        /// Storage URL, e.g. sqlite:gaittune.db.
+        #[arg(long)]
+        storage: String,
+        /// Study name.
+        #[arg(long)]
+        study: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GAITTUNE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gaittune: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run {
+            config,
+            trials,
+            storage,
+            study,
+        } => {
+            let config = Config::load(&config)?;
+            let interrupts = control::install()?;
+            let outcome = daemon::run(
+                config,
+                RunOverrides {
+                    trials,
+                    storage,
+                    study,
+                },
+                interrupts,
+            )?;
+            Ok(match outcome {
+                RunOutcome::Finished => ExitCode::SUCCESS,
+                RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
+            })
+        }
+        Cmd::Sim(opts) => {
+            gaittune::sim::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            storage,
+            study,
+            format,
+        } => {
+            let text =
+                gaittune::export::export_study(&storage, &study, matches!(format, Format::Csv))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -319,7 +319,10 @@ pub enum HostMsg {
 }
 
 /// Robot → host messages.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Equality compares `f32` fields bitwise (like [`Step`] and [`ParamValues`]), so a decoded
+/// frame equals the frame that was encoded even when it carries NaN, and `-0.0 != 0.0`.
+#[derive(Debug, Clone, Copy)]
 pub enum RobotMsg {
     /// 0x81 — answers Hello: who the robot is and what it declares.
     Info {
@@ -419,6 +422,141 @@ pub enum RobotMsg {
         /// Current state.
         state: RobotState,
     },
+}
+
+/// Bitwise `f32` equality: NaN equals the same NaN, `-0.0` differs from `0.0`.
+fn same_f32(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
+impl PartialEq for RobotMsg {
+    fn eq(&self, other: &Self) -> bool {
+        use RobotMsg as R;
+        match (self, other) {
+            (
+                R::Info {
+                    ack_seq: a0,
+                    protocol_version: a1,
+                    robot_id: a2,
+                    fw_major: a3,
+                    fw_minor: a4,
+                    fw_patch: a5,
+                    boot_id: a6,
+                    param_count: a7,
+                    schema_hash: a8,
+                    watchdog_ms: a9,
+                    step_period_us: a10,
+                },
+                R::Info {
+                    ack_seq: b0,
+                    protocol_version: b1,
+                    robot_id: b2,
+                    fw_major: b3,
+                    fw_minor: b4,
+                    fw_patch: b5,
+                    boot_id: b6,
+                    param_count: b7,
+                    schema_hash: b8,
+                    watchdog_ms: b9,
+                    step_period_us: b10,
+                },
+            ) => {
+                (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10)
+                    == (b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10)
+            }
+            (
+                R::ParamInfo {
+                    ack_seq: a0,
+                    index: a1,
+                    name: a2,
+                    min: a3,
+                    max: a4,
+                    default: a5,
+                },
+                R::ParamInfo {
+                    ack_seq: b0,
+                    index: b1,
+                    name: b2,
+                    min: b3,
+                    max: b4,
+                    default: b5,
+                },
+            ) => {
+                (a0, a1, a2) == (b0, b1, b2)
+                    && same_f32(*a3, *b3)
+                    && same_f32(*a4, *b4)
+                    && same_f32(*a5, *b5)
+            }
+            (
+                R::ParamsApplied {
+                    ack_seq: a0,
+                    clamped_mask: a1,
+                    values: a2,
+                },
+                R::ParamsApplied {
+                    ack_seq: b0,
+                    clamped_mask: b1,
+                    values: b2,
+                },
+            ) => (a0, a1, a2) == (b0, b1, b2),
+            (R::Ack { ack_seq: a }, R::Ack { ack_seq: b }) => a == b,
+            (
+                R::Nack {
+                    ack_seq: a0,
+                    code: a1,
+                },
+                R::Nack {
+                    ack_seq: b0,
+                    code: b1,
+                },
+            ) => (a0, a1) == (b0, b1),
+            (R::Step(a), R::Step(b)) => a == b,
+            (
+                R::EpisodeEnd {
+                    trial: a0,
+                    episode: a1,
+                    episode_return: a2,
+                    steps: a3,
+                    status: a4,
+                },
+                R::EpisodeEnd {
+                    trial: b0,
+                    episode: b1,
+                    episode_return: b2,
+                    steps: b3,
+                    status: b4,
+                },
+            ) => (a0, a1, a3, a4) == (b0, b1, b3, b4) && same_f32(*a2, *b2),
+            (
+                R::SafetyTrip {
+                    trial: a0,
+                    episode: a1,
+                    step: a2,
+                    reason: a3,
+                    value: a4,
+                },
+                R::SafetyTrip {
+                    trial: b0,
+                    episode: b1,
+                    step: b2,
+                    reason: b3,
+                    value: b4,
+                },
+            ) => (a0, a1, a2, a3) == (b0, b1, b2, b3) && same_f32(*a4, *b4),
+            (R::Ready, R::Ready) => true,
+            (
+                R::Heartbeat {
+                    uptime_ms: a0,
+                    state: a1,
+                },
+                R::Heartbeat {
+                    uptime_ms: b0,
+                    state: b1,
+                },
+            ) => (a0, a1) == (b0, b1),
+            _ => false,
+        }
+    }
 }
 
 impl Message for HostMsg {
@@ -699,6 +837,30 @@ mod tests {
             max: 1.0,
             default: 0.0,
         });
+    }
+
+    #[test]
+    fn robot_msg_equality_is_bitwise() {
+        let end = |r: f32| RobotMsg::EpisodeEnd {
+            trial: 1,
+            episode: 0,
+            episode_return: r,
+            steps: 3,
+            status: EpisodeStatus::Completed,
+        };
+        assert_eq!(end(f32::NAN), end(f32::NAN));
+        assert_ne!(end(0.0), end(-0.0));
+        assert_ne!(end(1.0), RobotMsg::Ready);
+        let trip = |v: f32| RobotMsg::SafetyTrip {
+            trial: 1,
+            episode: 0,
+            step: 3,
+            reason: TripReason::Roll,
+            value: v,
+        };
+        assert_eq!(trip(f32::NAN), trip(f32::NAN));
+        assert_ne!(trip(f32::NAN), trip(-f32::NAN));
+        roundtrip(end(f32::NAN));
     }
 
     #[test]

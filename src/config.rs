@@ -1,0 +1,362 @@
+//! The TOML configuration of a tuning run. Every table refuses unknown keys, and every error
+//! names the file, the key or line, and what to do about it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::safety::SafetyEnvelope;
+use crate::space::SearchSpace;
+use crate::trial::Direction;
+
+/// The `device` value that makes the daemon start the simulated robot itself.
+pub const SIM_DEVICE: &str = "sim";
+
+/// A whole run configuration (`gaittune run CONFIG`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config was read from (for messages).
+    pub path: PathBuf,
+    /// `[study]`.
+    pub study: StudyConfig,
+    /// `[sampler]`.
+    pub sampler: SamplerConfig,
+    /// `[robot]`.
+    pub robot: RobotConfig,
+    /// `[sim]`: options of the simulated robot when `robot.device = "sim"`.
+    pub sim: SimConfig,
+    /// `[episode]`.
+    pub episode: EpisodeConfig,
+    /// `[safety]`.
+    pub safety: SafetyEnvelope,
+    /// `[space]`, validated.
+    pub space: SearchSpace,
+}
+
+/// `[study]`: what is tuned, where it is stored, how many trials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// Study name; rerunning with the same name continues the study.
+    pub name: String,
+    /// Storage URL, e.g. `sqlite:gaittune.db` (relative paths are relative to the working
+    /// directory).
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// `maximize` (episode return) or `minimize`.
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    /// The study's size: the run stops when this many trials are finished (complete, pruned or
+    /// failed), counting trials of earlier runs.
+    #[serde(default = "default_trials")]
+    pub trials: u64,
+    /// Episodes per trial; the trial's value is their mean return.
+    #[serde(default = "default_one")]
+    pub episodes_per_trial: u32,
+    /// Master seed: episode seeds and the sampler's default seed derive from it.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[sampler]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Which sampler: `random` (more come with the sampler issue).
+    #[serde(default = "default_sampler")]
+    pub kind: String,
+    /// Sampler seed; defaults to `study.seed`.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_sampler(),
+            seed: None,
+        }
+    }
+}
+
+/// `[robot]`: how to reach the robot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    /// Serial device path (e.g. `/dev/ttyACM0`), or `"sim"` to start the simulated robot.
+    pub device: String,
+    /// Baud rate of a real serial line (ignored by pseudo-terminals).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Wait for a command's answer before resending it, ms.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    /// Resends of an unanswered command before giving up.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// No frame at all from the robot for this long means the link is lost, ms.
+    #[serde(default = "default_silence_timeout")]
+    pub silence_timeout_ms: u64,
+    /// Longest wait for the robot to report Ready (reset done) before an episode, ms.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_ms: u64,
+}
+
+/// `[sim]`: the simulated robot the daemon starts when `robot.device = "sim"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Robot seed (per-robot variation).
+    #[serde(default = "default_one_u64")]
+    pub seed: u64,
+    /// Noise scale (1 = default realism, 0 = noiseless).
+    #[serde(default = "default_noise")]
+    pub noise: f64,
+    /// Wall-clock time per control step, ms (0 = as fast as possible).
+    #[serde(default)]
+    pub step_delay_ms: f64,
+    /// Wall-clock time of the reset between episodes, ms.
+    #[serde(default = "default_reset_delay")]
+    pub reset_delay_ms: f64,
+    /// Host-heartbeat watchdog the simulated firmware enforces, ms.
+    #[serde(default = "default_watchdog")]
+    pub watchdog_ms: u16,
+    /// Write the simulated firmware's protocol events (JSON lines) to this file.
+    pub event_log: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            noise: default_noise(),
+            step_delay_ms: 0.0,
+            reset_delay_ms: default_reset_delay(),
+            watchdog_ms: default_watchdog(),
+            event_log: None,
+        }
+    }
+}
+
+/// `[episode]`: what one episode is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodeConfig {
+    /// Control steps per episode.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+    /// Store an intermediate value every this many steps (aligned across trials).
+    #[serde(default = "default_report_every")]
+    pub report_every: u32,
+}
+
+impl Default for EpisodeConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: default_max_steps(),
+            report_every: default_report_every(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    study: StudyConfig,
+    #[serde(default)]
+    sampler: SamplerConfig,
+    robot: RobotConfig,
+    #[serde(default)]
+    sim: Option<SimConfig>,
+    #[serde(default)]
+    episode: EpisodeConfig,
+    #[serde(default)]
+    safety: SafetyEnvelope,
+    space: toml::Table,
+}
+
+fn default_storage() -> String {
+    "sqlite:gaittune.db".into()
+}
+fn default_direction() -> Direction {
+    Direction::Maximize
+}
+fn default_trials() -> u64 {
+    50
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_one_u64() -> u64 {
+    1
+}
+fn default_sampler() -> String {
+    "random".into()
+}
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_response_timeout() -> u64 {
+    250
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_silence_timeout() -> u64 {
+    2_000
+}
+fn default_ready_timeout() -> u64 {
+    30_000
+}
+fn default_noise() -> f64 {
+    1.0
+}
+fn default_reset_delay() -> f64 {
+    2.0
+}
+fn default_watchdog() -> u16 {
+    1_000
+}
+fn default_max_steps() -> u32 {
+    200
+}
+fn default_report_every() -> u32 {
+    10
+}
+
+/// A configuration that could not be used; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            message: format!(
+                "cannot read the config file: {e}. Check the path; ready-made configs are in configs/"
+            ),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let space = SearchSpace::from_toml(&raw.space).map_err(|e| err(e.to_string()))?;
+        raw.safety.validate().map_err(err)?;
+        if raw.study.name.trim().is_empty() {
+            return Err(err("study.name must not be empty".into()));
+        }
+        if raw.study.episodes_per_trial == 0 {
+            return Err(err("study.episodes_per_trial must be at least 1".into()));
+        }
+        if raw.episode.max_steps == 0 {
+            return Err(err("episode.max_steps must be at least 1".into()));
+        }
+        if raw.episode.report_every == 0 {
+            return Err(err("episode.report_every must be at least 1".into()));
+        }
+        if raw.sim.is_some() && raw.robot.device != SIM_DEVICE {
+            return Err(err(format!(
+                "[sim] is set but robot.device = {:?}: [sim] only applies with device = \"sim\"; remove it or set device = \"sim\"",
+                raw.robot.device
+            )));
+        }
+        if raw.robot.response_timeout_ms == 0 || raw.robot.silence_timeout_ms == 0 {
+            return Err(err(
+                "robot.response_timeout_ms and robot.silence_timeout_ms must be > 0".into(),
+            ));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            study: raw.study,
+            sampler: raw.sampler,
+            robot: raw.robot,
+            sim: raw.sim.unwrap_or_default(),
+            episode: raw.episode,
+            safety: raw.safety,
+            space,
+        })
+    }
+
+    /// Whether the daemon should start the simulated robot itself.
+    pub fn uses_sim(&self) -> bool {
+        self.robot.device == SIM_DEVICE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[study]
+name = "t"
+[robot]
+device = "sim"
+[space.freq_hz]
+type = "float"
+low = 0.5
+high = 3.0
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.study.storage, "sqlite:gaittune.db");
+        assert_eq!(c.episode.max_steps, 200);
+        assert!(c.uses_sim());
+        assert_eq!(c.sampler.kind, "random");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = GOOD.replace("name = \"t\"", "name = \"t\"\ntrails = 5");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("trails"), "{e}");
+        assert!(e.contains("line"), "{e}");
+        assert!(e.starts_with("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn low_above_high_is_named() {
+        let text = GOOD.replace("high = 3.0", "high = 0.1");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("freq_hz"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_says_so() {
+        let e = Config::load(Path::new("/nonexistent/x.toml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/x.toml") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn sim_table_needs_sim_device() {
+        let text = GOOD.replace("device = \"sim\"", "device = \"/dev/ttyUSB0\"") + "[sim]\nseed = 3\n";
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("[sim]"), "{e}");
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        for name in ["sim-quadruped.toml", "robot-example.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name);
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The trial loop: the one place that knows both the study (samplers, storage) and the robot
+//! link. ask → SetParams (echo checked) → Ready → StartEpisode → Steps (safety envelope on
+//! each) → EpisodeEnd (× episodes) → tell. Every state change is committed before the loop
+//! acts on it; a safety stop is the one thing that goes out before the write.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use firmware_protocol::EpisodeStatus;
+
+use crate::config::Config;
+use crate::control::{global_slot, Interrupts};
+use crate::robot::{LinkError, LinkSettings, RobotEvent, RobotInfo, RobotLink};
+use crate::safety::Violation;
+use crate::sampler;
+use crate::space::{Params, SearchSpace};
+use crate::storage;
+use crate::study::Study;
+use crate::trial::{EpisodeRecord, FrozenTrial, TrialState};
+
+/// Command-line overrides of a config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOverrides {
+    /// Study size (finished trials) instead of `study.trials`.
+    pub trials: Option<u64>,
+    /// Storage URL instead of `study.storage`.
+    pub storage: Option<String>,
+    /// Study name instead of `study.name`.
+    pub study: Option<String>,
+}
+
+/// How a run ended (errors aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The study reached its size.
+    Finished,
+    /// An operator interrupt stopped it; the trial in flight was re-queued.
+    Interrupted,
+}
+
+/// Reason recorded on trials the safety envelope or the firmware's own limits stopped.
+pub const PRUNE_UNSAFE: &str = "unsafe";
+
+/// Runs a study to its size against the robot the config names.
+pub fn run(mut config: Config, overrides: RunOverrides, interrupts: Interrupts) -> Result<RunOutcome> {
+    if let Some(t) = overrides.trials {
+        config.study.trials = t;
+    }
+    if let Some(s) = overrides.storage {
+        config.study.storage = s;
+    }
+    if let Some(s) = overrides.study {
+        config.study.name = s;
+    }
+    // One thread: if the trial loop ever hangs, host heartbeats stop too, and the firmware's
+    // watchdog stops the robot.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(config, interrupts))
+}
+
+async fn run_async(config: Config, interrupts: Interrupts) -> Result<RunOutcome> {
+    let storage = storage::open(&config.study.storage)
+        .with_context(|| format!("opening storage {}", config.study.storage))?;
+    let sampler_seed = config.sampler.seed.unwrap_or(config.study.seed);
+    let sampler = sampler::from_kind(&config.sampler.kind, sampler_seed)
+        .map_err(|e| anyhow!("{}: sampler.kind: {e}", config.path.display()))?;
+    let mut study = Study::create_or_load(
+        storage,
+        &config.study.name,
+        config.study.direction,
+        config.space.clone(),
+        sampler,
+    )?;
+    for number in study.requeue_running()? {
+        println!("trial {number} was left RUNNING by an earlier run: re-queued");
+    }
+    let finished = count_finished(&study.trials()?);
+    if finished >= config.study.trials {
+        println!(
+            "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
+            config.study.name, config.study.trials
+        );
+        print_summary(&study)?;
+        return Ok(RunOutcome::Finished);
+    }
+
+    let sim = if config.uses_sim() {
+        Some(SimProcess::spawn(&config)?)
+    } else {
+        None
+    };
+    let device = sim
+        .as_ref()
+        .map(|s| s.device.clone())
+        .unwrap_or_else(|| config.robot.device.clone());
+    let settings = LinkSettings {
+        response_timeout: Duration::from_millis(config.robot.response_timeout_ms),
+        retries: config.robot.retries,
+        silence_timeout: Duration::from_millis(config.robot.silence_timeout_ms),
+    };
+    let mut link = RobotLink::open(&device, config.robot.baud, settings).await?;
+    global_slot().arm(link.sender());
+    let info = link.handshake().await?;
+    println!(
+        "robot '{}' firmware {} on {} — {} parameters, schema {:#010x}, watchdog {} ms",
+        info.robot_id,
+        info.firmware_version,
+        device,
+        info.params.len(),
+        info.schema_hash,
+        info.watchdog_ms
+    );
+    check_space_against_firmware(&config.space, &info, &config)?;
+    study.set_study_attr("robot", serde_json::to_value(&info)?)?;
+
+    let mut runner = TrialRunner {
+        config: &config,
+        info: &info,
+        link: &mut link,
+        interrupts,
+    };
+    let outcome = runner.run_all(&mut study).await;
+    global_slot().disarm();
+    drop(link);
+    drop(sim);
+    let outcome = outcome?;
+    print_summary(&study)?;
+    Ok(outcome)
+}
+
+fn count_finished(trials: &[FrozenTrial]) -> u64 {
+    trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned | TrialState::Fail))
+        .count() as u64
+}
+
+/// Refuses a search space that leaves the firmware's declared limits, naming the parameter
+/// and both ranges.
+pub fn check_space_against_firmware(space: &SearchSpace, info: &RobotInfo, config: &Config) -> Result<()> {
+    let declared: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
+    for name in space.names() {
+        let Some(decl) = info.params.iter().find(|p| p.name == name) else {
+            bail!(
+                "{}: space.{name}: the robot '{}' declares no parameter '{name}' (it declares: {}); rename or remove it",
+                config.path.display(),
+                info.robot_id,
+                declared.join(", ")
+            );
+        };
+        let (low, high) = space.firmware_range(name);
+        // The firmware's limits travel as f32: allow for that rounding.
+        let slack = |x: f64| 1e-6 * x.abs().max(1.0);
+        if low < decl.min - slack(decl.min) || high > decl.max + slack(decl.max) {
+            bail!(
+                "{}: space.{name} = [{low}, {high}] leaves the robot's declared limits [{}, {}] for '{name}'; narrow the range to fit inside them",
+                config.path.display(),
+                decl.min,
+                decl.max
+            );
+        }
+    }
+    Ok(())
+}
+
+struct TrialRunner<'a> {
+    config: &'a Config,
+    info: &'a RobotInfo,
+    link: &'a mut RobotLink,
+    interrupts: Interrupts,
+}
+
+/// How one trial ended, for the progress line.
+enum TrialEnd {
+    Complete(f64),
+    Unsafe(String),
+}
+
+/// The trial loop's reasons to stop early.
+enum Stop {
+    Interrupted,
+    Link(LinkError),
+    Other(anyhow::Error),
+}
+
+impl From<LinkError> for Stop {
+    fn from(e: LinkError) -> Self {
+        Stop::Link(e)
+    }
+}
+
+impl From<crate::study::StudyError> for Stop {
+    fn from(e: crate::study::StudyError) -> Self {
+        Stop::Other(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Other(e)
+    }
+}
+
+macro_rules! or_interrupt {
+    ($self:ident, $fut:expr) => {{
+        let mut interrupts = $self.interrupts.clone();
+        tokio::select! {
+            biased;
+            _ = interrupts.wait() => return Err(Stop::Interrupted),
+            r = $fut => r,
+        }
+    }};
+}
+
+impl TrialRunner<'_> {
+    async fn run_all(&mut self, study: &mut Study) -> Result<RunOutcome> {
+        let size = self.config.study.trials;
+        loop {
+            let finished = count_finished(&study.trials()?);
+            if finished >= size {
+                return Ok(RunOutcome::Finished);
+            }
+            if self.interrupts.requested() {
+                return self.stop_interrupted(study, None).await;
+            }
+            let trial = study.ask()?;
+            let started = Instant::now();
+            println!(
+                "trial {:>4} [{}/{}] {}",
+                trial.number,
+                finished + 1,
+                size,
+                format_params(study.space(), &trial.params)
+            );
+            match self.run_trial(study, trial.number, &trial.params).await {
+                Ok(end) => self.print_end(study, trial.number, &end, started)?,
+                Err(Stop::Interrupted) => return self.stop_interrupted(study, Some(trial.number)).await,
+                Err(Stop::Link(e)) => {
+                    // The robot may still be moving if only our side of the line failed.
+                    global_slot().fire();
+                    study.mark_waiting(trial.number)?;
+                    return Err(anyhow!(e).context(format!(
+                        "trial {} stopped and re-queued; the study is saved — fix the link and rerun to continue",
+                        trial.number
+                    )));
+                }
+                Err(Stop::Other(e)) => {
+                    global_slot().fire();
+                    study.mark_waiting(trial.number)?;
+                    return Err(e.context(format!("trial {} re-queued", trial.number)));
+                }
+            }
+        }
+    }
+
+    async fn stop_interrupted(&mut self, study: &mut Study, in_flight: Option<u64>) -> Result<RunOutcome> {
+        // The handler already sent one EStop; this one waits for the robot's acknowledgement
+        // so we exit knowing the motors are stopped.
+        match tokio::time::timeout(Duration::from_secs(2), self.link.estop()).await {
+            Ok(Ok(())) => println!("robot acknowledged EStop (latched)"),
+            Ok(Err(e)) => eprintln!("gaittune: EStop not acknowledged: {e}"),
+            Err(_) => eprintln!("gaittune: EStop not acknowledged within 2 s"),
+        }
+        if let Some(number) = in_flight {
+            study.mark_waiting(number)?;
+            println!("trial {number} re-queued (WAITING): it runs again on the next run");
+        }
+        println!("interrupted: study '{}' saved", study.name());
+        Ok(RunOutcome::Interrupted)
+    }
+
+    fn print_end(&self, study: &Study, number: u64, end: &TrialEnd, started: Instant) -> Result<()> {
+        let best = study
+            .best_trial()?
+            .map(|b| format!("best {:.4} (#{})", b.value.unwrap_or(f64::NAN), b.number))
+            .unwrap_or_else(|| "best -".into());
+        let secs = started.elapsed().as_secs_f64();
+        match end {
+            TrialEnd::Complete(v) => println!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)"),
+            TrialEnd::Unsafe(why) => println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)"),
+        }
+        Ok(())
+    }
+
+    fn firmware_values(&self, space: &SearchSpace, params: &Params) -> Vec<f64> {
+        self.info
+            .params
+            .iter()
+            .map(|decl| match params.get(&decl.name) {
+                Some(&internal) => space.firmware_value(&decl.name, internal),
+                None => decl.default,
+            })
+            .collect()
+    }
+
+    fn episode_seed(&self, number: u64, episode: u32) -> u64 {
+        let mut x = self.config.study.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((episode as u64) << 48);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    async fn run_trial(&mut self, study: &mut Study, number: u64, params: &Params) -> Result<TrialEnd, Stop> {
+        let values = self.firmware_values(study.space(), params);
+        let applied = or_interrupt!(self, self.link.set_params(&values))?;
+        if !applied.clamped.is_empty() {
+            let names: Vec<&str> = applied.clamped.iter().map(|&i| self.info.params[i].name.as_str()).collect();
+            tracing::warn!("trial {number}: the firmware clamped {}", names.join(", "));
+            study.set_attr(number, "clamped", serde_json::json!(names))?;
+        }
+        let episodes = self.config.study.episodes_per_trial;
+        let max_steps = self.config.episode.max_steps;
+        let report_every = self.config.episode.report_every as u64;
+        let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
+        let mut returns = Vec::with_capacity(episodes as usize);
+        let mut reward_sum = 0.0f64;
+        let mut steps_done = 0u64;
+        let mut last_report: Option<f64> = None;
+        for episode in 0..episodes {
+            or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
+            let seed = self.episode_seed(number, episode);
+            or_interrupt!(self, self.link.start_episode(number as u32, episode as u16, max_steps, seed))?;
+            let mut firmware_trip: Option<String> = None;
+            loop {
+                let event = or_interrupt!(self, self.link.next_event())?;
+                match event {
+                    RobotEvent::Step(step) => {
+                        if step.trial != number as u32 || step.episode != episode as u16 {
+                            tracing::debug!("stale step of trial {} episode {}", step.trial, step.episode);
+                            continue;
+                        }
+                        if let Some(v) = self.config.safety.check(&step) {
+                            // Stop the robot before anything else, the storage write included.
+                            self.link.sender().estop().map_err(|e| {
+                                LinkError::Lost { device: self.link.device().to_string(), reason: format!("EStop write failed: {e}") }
+                            })?;
+                            return self.finish_unsafe(study, number, v, last_report).await;
+                        }
+                        reward_sum += step.reward as f64;
+                        steps_done += 1;
+                        if steps_done % report_every == 0 {
+                            let projected = reward_sum / steps_done as f64 * max_steps as f64;
+                            study.report(number, steps_done, projected)?;
+                            last_report = Some(projected);
+                        }
+                    }
+                    RobotEvent::SafetyTrip { step, reason, value, .. } => {
+                        firmware_trip = Some(format!("firmware safety trip {reason:?} (value {value:.3}) at episode {episode} step {step}"));
+                    }
+                    RobotEvent::EpisodeEnd { trial, episode: ep, episode_return, steps, status } => {
+                        if trial != number as u32 || ep != episode as u16 {
+                            continue;
+                        }
+                        study.add_episode(number, EpisodeRecord {
+                            episode,
+                            episode_return: episode_return as f64,
+                            steps,
+                            status: format!("{status:?}"),
+                        })?;
+                        match status {
+                            EpisodeStatus::Completed => {
+                                returns.push(episode_return as f64);
+                                break;
+                            }
+                            EpisodeStatus::SafetyTrip => {
+                                let why = firmware_trip.take().unwrap_or_else(|| format!("firmware safety trip at episode {episode} step {steps}"));
+                                study.set_attr(number, "unsafe", serde_json::json!({ "source": "firmware", "detail": why }))?;
+                                study.prune(number, PRUNE_UNSAFE, last_report)?;
+                                self.release_estop().await?;
+                                return Ok(TrialEnd::Unsafe(why));
+                            }
+                            EpisodeStatus::EStopped => {
+                                return Err(Stop::Other(anyhow!(
+                                    "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
+                                )));
+                            }
+                            EpisodeStatus::Aborted => {
+                                return Err(Stop::Other(anyhow!("the robot aborted episode {episode} on its own")));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let value = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
+        study.tell(number, value)?;
+        Ok(TrialEnd::Complete(value))
+    }
+
+    async fn finish_unsafe(&mut self, study: &mut Study, number: u64, v: Violation, last_report: Option<f64>) -> Result<TrialEnd, Stop> {
+        // Acknowledged stop (the frame above went out already; EStop is idempotent).
+        or_interrupt!(self, self.link.estop())?;
+        study.set_attr(
+            number,
+            "unsafe",
+            serde_json::json!({ "source": "envelope", "limit": v.limit, "value": v.value, "threshold": v.threshold,
+                "excess": v.excess(), "episode": v.episode, "step": v.step }),
+        )?;
+        study.prune(number, PRUNE_UNSAFE, last_report)?;
+        // Drain the stopped episode's end so it does not leak into the next trial.
+        let drain_until = Instant::now() + Duration::from_millis(self.config.robot.silence_timeout_ms);
+        while Instant::now() < drain_until {
+            match or_interrupt!(self, self.link.next_event())? {
+                RobotEvent::EpisodeEnd { .. } => break,
+                _ => continue,
+            }
+        }
+        self.release_estop().await?;
+        Ok(TrialEnd::Unsafe(v.to_string()))
+    }
+
+    async fn release_estop(&mut self) -> Result<(), Stop> {
+        or_interrupt!(self, self.link.clear_estop())?;
+        Ok(())
+    }
+}
+
+fn format_params(space: &SearchSpace, params: &Params) -> String {
+    params
+        .iter()
+        .map(|(k, &v)| format!("{k}={}", space.external(k, v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_summary(study: &Study) -> Result<()> {
+    let trials = study.trials()?;
+    let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
+    println!(
+        "study '{}': {} complete, {} pruned, {} failed, {} waiting",
+        study.name(),
+        count(TrialState::Complete),
+        count(TrialState::Pruned),
+        count(TrialState::Fail),
+        count(TrialState::Waiting)
+    );
+    match study.best_trial()? {
+        Some(best) => {
+            println!("best trial {}: value {:.4}", best.number, best.value.unwrap_or(f64::NAN));
+            for (name, &v) in &best.params {
+                println!("  {name} = {}", study.space().external(name, v));
+            }
+        }
+        None => println!("no complete trial yet"),
+    }
+    Ok(())
+}
+
+/// The simulated robot started as a child process on its own pseudo-terminal.
+struct SimProcess {
+    child: Child,
+    device: String,
+}
+
+impl SimProcess {
+    fn spawn(config: &Config) -> Result<SimProcess> {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("finding the gaittune executable to start the simulated robot")?;
+        let sim = &config.sim;
+        let mut cmd = Command::new(exe);
+        cmd.arg("sim")
+            .args(["--seed", &sim.seed.to_string()])
+            .args(["--noise", &sim.noise.to_string()])
+            .args(["--step-delay-ms", &sim.step_delay_ms.to_string()])
+            .args(["--reset-delay-ms", &sim.reset_delay_ms.to_string()])
+            .args(["--watchdog-ms", &sim.watchdog_ms.to_string()])
+            .arg("--exit-with-parent")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group: a terminal's Ctrl-C reaches the daemon, which stops the
+            // robot properly, not the robot itself.
+            .process_group(0);
+        if let Some(log) = &sim.event_log {
+            cmd.arg("--event-log").arg(log);
+        }
+        let mut child = cmd.spawn().context("starting the simulated robot (gaittune sim)")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                bail!("the simulated robot did not announce its pseudo-terminal (got {other:?})");
+            }
+        };
+        let device = line
+            .strip_prefix("PTY ")
+            .ok_or_else(|| anyhow!("the simulated robot printed {line:?}, expected 'PTY <path>'"))?
+            .trim()
+            .to_string();
+        println!("simulated robot started on {device}");
+        Ok(SimProcess { child, device })
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,279 @@
+//! Exports of a study's trials: JSON (everything) and CSV (one row per trial, for a
+//! spreadsheet). Parameter values are exported as the user wrote them (see
+//! [`SearchSpace::external`]).
+
+use serde_json::{json, Value};
+
+use crate::space::SearchSpace;
+use crate::study::StudyError;
+use crate::trial::{FrozenTrial, TrialState};
+
+/// Opens the storage at `storage_url`, reads study `study_name` with its stored space, and
+/// returns its trials as JSON, or as CSV if `csv`. Writes nothing.
+pub fn export_study(storage_url: &str, study_name: &str, csv: bool) -> Result<String, StudyError> {
+    let storage = crate::storage::open(storage_url)?;
+    let (record, space) = crate::study::load_record(&*storage, study_name)?;
+    let trials = storage.list_trials(record.id)?;
+    Ok(if csv {
+        export_csv(&trials, &space)
+    } else {
+        export_json(&trials, &space)
+    })
+}
+
+/// The trial's value as exported: only COMPLETE and PRUNED trials have one.
+fn exported_value(t: &FrozenTrial) -> Option<f64> {
+    match t.state {
+        TrialState::Complete | TrialState::Pruned => t.value,
+        _ => None,
+    }
+}
+
+/// One trial as a JSON object.
+pub fn trial_json(t: &FrozenTrial, space: &SearchSpace) -> Value {
+    let intermediate: Vec<Value> = t
+        .intermediate
+        .iter()
+        .map(|(&step, &v)| json!([step, v]))
+        .collect();
+    json!({
+        "number": t.number,
+        "state": t.state.as_str(),
+        "params": space.external_params(&t.params),
+        "value": exported_value(t),
+        "intermediate": intermediate,
+        "prune_reason": t.prune_reason,
+        "episodes": t.episodes,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "attrs": t.attrs,
+    })
+}
+
+/// All trials as a pretty-printed JSON array.
+pub fn export_json(trials: &[FrozenTrial], space: &SearchSpace) -> String {
+    let all: Vec<Value> = trials.iter().map(|t| trial_json(t, space)).collect();
+    serde_json::to_string_pretty(&all).expect("JSON values serialise")
+}
+
+/// Quotes a CSV field when needed (RFC 4180: fields with a comma, quote or line break are
+/// quoted, quotes doubled).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_value(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// All trials as CSV: header `number,state,value,prune_reason,episodes,<parameters in space
+/// order>`, one row per trial; `episodes` is the number of recorded episodes, empty cells
+/// for missing values.
+pub fn export_csv(trials: &[FrozenTrial], space: &SearchSpace) -> String {
+    let mut out = String::new();
+    let mut header = vec![
+        "number".to_string(),
+        "state".into(),
+        "value".into(),
+        "prune_reason".into(),
+        "episodes".into(),
+    ];
+    header.extend(space.names().map(str::to_string));
+    push_row(&mut out, &header);
+    for t in trials {
+        let mut row = vec![
+            t.number.to_string(),
+            t.state.as_str().to_string(),
+            exported_value(t).map(|v| v.to_string()).unwrap_or_default(),
+            t.prune_reason.clone().unwrap_or_default(),
+            t.episodes.len().to_string(),
+        ];
+        for name in space.names() {
+            row.push(
+                t.params
+                    .get(name)
+                    .map(|&x| space.external(name, x))
+                    .map(|v| csv_value(&v))
+                    .unwrap_or_default(),
+            );
+        }
+        push_row(&mut out, &row);
+    }
+    out
+}
+
+fn push_row(out: &mut String, fields: &[String]) {
+    let quoted: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&quoted.join(","));
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::{Choice, Distribution, Params};
+    use crate::trial::EpisodeRecord;
+    use std::collections::BTreeMap;
+
+    fn space() -> SearchSpace {
+        SearchSpace::new([
+            (
+                "freq".to_string(),
+                Distribution::Float {
+                    low: 0.5,
+                    high: 4.0,
+                    log: false,
+                    step: None,
+                },
+            ),
+            (
+                "gait".to_string(),
+                Distribution::Categorical {
+                    choices: vec![
+                        Choice::Text("walk, slow".into()),
+                        Choice::Text("say \"hi\"".into()),
+                    ],
+                },
+            ),
+            (
+                "n".to_string(),
+                Distribution::Int {
+                    low: 0,
+                    high: 9,
+                    step: 1,
+                    log: false,
+                },
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn trial(number: u64, state: TrialState, value: Option<f64>, gait: f64) -> FrozenTrial {
+        let params: Params = [
+            ("freq".to_string(), 1.25),
+            ("gait".to_string(), gait),
+            ("n".to_string(), 3.0),
+        ]
+        .into_iter()
+        .collect();
+        FrozenTrial {
+            number,
+            state,
+            params,
+            value,
+            intermediate: BTreeMap::from([(10, 0.5), (20, 0.75)]),
+            prune_reason: (state == TrialState::Pruned)
+                .then(|| "unsafe: roll, \"high\"".to_string()),
+            episodes: vec![EpisodeRecord {
+                episode: 0,
+                episode_return: 2.5,
+                steps: 200,
+                status: "done".into(),
+            }],
+            started_at: Some("2024-05-01T12:00:00.000Z".into()),
+            finished_at: None,
+            attrs: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let s = space();
+        let trials = [
+            trial(0, TrialState::Complete, Some(1.5), 0.0),
+            trial(1, TrialState::Pruned, Some(-0.5), 1.0),
+            trial(2, TrialState::Running, Some(9.0), 1.0),
+        ];
+        let v: Value = serde_json::from_str(&export_json(&trials, &s)).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.len(), 3);
+        let t0 = &a[0];
+        assert_eq!(t0["number"], json!(0));
+        assert_eq!(t0["state"], json!("COMPLETE"));
+        assert_eq!(
+            t0["params"],
+            json!({"freq": 1.25, "gait": "walk, slow", "n": 3})
+        );
+        assert!(t0["params"]["n"].is_i64());
+        assert_eq!(t0["value"], json!(1.5));
+        assert_eq!(t0["intermediate"], json!([[10, 0.5], [20, 0.75]]));
+        assert_eq!(t0["prune_reason"], Value::Null);
+        assert_eq!(
+            t0["episodes"],
+            json!([{"episode": 0, "return": 2.5, "steps": 200, "status": "done"}])
+        );
+        assert_eq!(t0["started_at"], json!("2024-05-01T12:00:00.000Z"));
+        assert_eq!(t0["finished_at"], Value::Null);
+        assert_eq!(t0["attrs"], json!({}));
+        assert_eq!(a[1]["prune_reason"], json!("unsafe: roll, \"high\""));
+        assert_eq!(a[1]["value"], json!(-0.5));
+        assert_eq!(
+            a[2]["value"],
+            Value::Null,
+            "only complete/pruned trials carry a value"
+        );
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let s = space();
+        let trials = [
+            trial(0, TrialState::Complete, Some(1.5), 0.0),
+            trial(1, TrialState::Pruned, None, 1.0),
+        ];
+        let csv = export_csv(&trials, &s);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "number,state,value,prune_reason,episodes,freq,gait,n"
+        );
+        assert_eq!(lines[1], "0,COMPLETE,1.5,,1,1.25,\"walk, slow\",3");
+        assert_eq!(
+            lines[2],
+            "1,PRUNED,,\"unsafe: roll, \"\"high\"\"\",1,1.25,\"say \"\"hi\"\"\",3"
+        );
+        assert_eq!(lines.len(), 3);
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+
+    #[test]
+    fn export_study_reads_the_storage() {
+        use crate::sampler::RandomSampler;
+        use crate::study::Study;
+        use crate::trial::Direction;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("e.db").display());
+        let mut st = Study::create_or_load(
+            crate::storage::open(&url).unwrap(),
+            "demo",
+            Direction::Maximize,
+            space(),
+            Box::new(RandomSampler::new(3)),
+        )
+        .unwrap();
+        let t = st.ask().unwrap();
+        st.tell(t.number, 2.0).unwrap();
+        st.ask().unwrap();
+        drop(st);
+        let v: Value = serde_json::from_str(&export_study(&url, "demo", false).unwrap()).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[0]["value"], json!(2.0));
+        assert_eq!(v[1]["state"], json!("RUNNING"));
+        let csv = export_study(&url, "demo", true).unwrap();
+        assert_eq!(csv.lines().count(), 3);
+        let e = export_study(&url, "other", true).unwrap_err().to_string();
+        assert!(
+            e.contains("no study \"other\"") && e.contains("\"demo\""),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The robot link: the protocol session over a serial device or pseudo-terminal. It knows
+//! the firmware protocol and nothing about samplers or studies.
+
+mod link;
+mod port;
+
+pub use link::{
+    Applied, LinkError, LinkSettings, ParamDecl, RobotEvent, RobotInfo, RobotLink, Sender,
+};
+pub use port::{Port, READ_POLL};

@@ -1,0 +1,794 @@
+//! A study: the ask/tell API over a [`Storage`], usable without the daemon.
+//!
+//! Every call that changes a trial is committed to storage before it returns, so a process
+//! that dies between two calls loses nothing it was told about; at the next start,
+//! [`Study::requeue_running`] puts the trials that were in flight back in the queue, and the
+//! next [`Study::ask`] hands them out again before sampling anything new.
+//!
+//! ```
+//! use gaittune::sampler::RandomSampler;
+//! use gaittune::space::{Distribution, SearchSpace};
+//! use gaittune::study::Study;
+//! use gaittune::trial::Direction;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite:{}", dir.path().join("demo.db").display());
+//! let space = SearchSpace::new([(
+//!     "freq_hz".to_string(),
+//!     Distribution::Float { low: 0.5, high: 4.0, log: false, step: None },
+//! )])?;
+//!
+//! let storage = gaittune::storage::open(&url)?;
+//! let mut study = Study::create_or_load(
+//!     storage, "demo", Direction::Maximize, space.clone(), Box::new(RandomSampler::new(1)),
+//! )?;
+//! study.requeue_running()?; // after a crash: trials in flight go back to the queue
+//! for _ in 0..5 {
+//!     let trial = study.ask()?;
+//!     let f = trial.params["freq_hz"];
+//!     study.report(trial.number, 10, -f)?; // intermediate value at step 10
+//!     study.tell(trial.number, -(f - 2.0).powi(2))?;
+//! }
+//! let best = study.best_trial()?.expect("five complete trials");
+//! assert!(best.value.unwrap() <= 0.0);
+//! drop(study);
+//!
+//! // Reopening continues the same study.
+//! let mut study = Study::create_or_load(
+//!     gaittune::storage::open(&url)?, "demo", Direction::Maximize, space,
+//!     Box::new(RandomSampler::new(1)),
+//! )?;
+//! assert_eq!(study.counts()?.complete, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::sampler::Sampler;
+use crate::space::{Params, SearchSpace};
+use crate::storage::{Storage, StorageError, StudyId, StudyRecord};
+use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
+
+/// What went wrong in a study operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored study does not match what the caller asked for.
+    #[error("study {name:?} in {location} {problem}; resume it with the same settings, or start a new study under another name (--study NAME or [study] name)")]
+    Mismatch {
+        /// Study name.
+        name: String,
+        /// Storage location.
+        location: String,
+        /// What differs.
+        problem: String,
+    },
+    /// No study of that name exists.
+    #[error("no study {name:?} in {location}{known}")]
+    NoSuchStudy {
+        /// Study name.
+        name: String,
+        /// Storage location.
+        location: String,
+        /// The studies that do exist, as text.
+        known: String,
+    },
+    /// The call is not valid (unknown trial, bad parameters, non-finite value, ...).
+    #[error("study {name:?}: {message}")]
+    Invalid {
+        /// Study name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A trial handed out by [`Study::ask`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialHandle {
+    /// The trial number.
+    pub number: u64,
+    /// Parameters to evaluate (internal representation).
+    pub params: Params,
+    /// Whether this trial was WAITING (enqueued, or re-queued after an interruption) rather
+    /// than freshly sampled.
+    pub resumed: bool,
+    /// Episodes the trial already recorded before it was re-queued (empty for new trials).
+    /// Call [`Study::clear_progress`] to re-run it from scratch instead.
+    pub episodes: Vec<EpisodeRecord>,
+}
+
+/// How many trials are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// RUNNING trials.
+    pub running: u64,
+    /// COMPLETE trials.
+    pub complete: u64,
+    /// PRUNED trials.
+    pub pruned: u64,
+    /// FAIL trials.
+    pub fail: u64,
+    /// WAITING trials.
+    pub waiting: u64,
+}
+
+impl StateCounts {
+    /// Counts the states of `trials`.
+    pub fn of(trials: &[FrozenTrial]) -> StateCounts {
+        let mut c = StateCounts::default();
+        for t in trials {
+            match t.state {
+                TrialState::Running => c.running += 1,
+                TrialState::Complete => c.complete += 1,
+                TrialState::Pruned => c.pruned += 1,
+                TrialState::Fail => c.fail += 1,
+                TrialState::Waiting => c.waiting += 1,
+            }
+        }
+        c
+    }
+
+    /// Finished trials (complete + pruned + failed).
+    pub fn finished(&self) -> u64 {
+        self.complete + self.pruned + self.fail
+    }
+
+    /// All trials.
+    pub fn total(&self) -> u64 {
+        self.finished() + self.running + self.waiting
+    }
+}
+
+/// The best COMPLETE trial of `trials` in `direction` (lowest number on ties).
+pub fn best_of(trials: &[FrozenTrial], direction: Direction) -> Option<&FrozenTrial> {
+    let mut best: Option<(&FrozenTrial, f64)> = None;
+    for t in trials {
+        if t.state != TrialState::Complete {
+            continue;
+        }
+        let Some(v) = t.value else { continue };
+        let replace = match best {
+            None => true,
+            Some((b, bv)) => direction.is_better(v, bv) || (v == bv && t.number < b.number),
+        };
+        if replace {
+            best = Some((t, v));
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+/// Loads study `name` and its stored space; a missing study is an error listing the
+/// studies that exist.
+pub(crate) fn load_record(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<(StudyRecord, SearchSpace), StudyError> {
+    let Some(rec) = storage.load_study(name)? else {
+        let names: Vec<String> = storage
+            .list_studies()?
+            .into_iter()
+            .map(|s| format!("{:?}", s.name))
+            .collect();
+        let known = if names.is_empty() {
+            " (the storage has no studies yet)".to_string()
+        } else {
+            format!("; existing studies: {}", names.join(", "))
+        };
+        return Err(StudyError::NoSuchStudy {
+            name: name.into(),
+            location: storage.location(),
+            known,
+        });
+    };
+    let space = SearchSpace::from_json(&rec.space_json).map_err(|e| StorageError::Corrupt {
+        location: storage.location(),
+        message: format!("study {name:?}: stored {e}"),
+    })?;
+    Ok((rec, space))
+}
+
+/// A study opened on a storage, with its sampler.
+pub struct Study {
+    storage: Box<dyn Storage>,
+    id: StudyId,
+    name: String,
+    direction: Direction,
+    space: SearchSpace,
+    sampler: Box<dyn Sampler>,
+}
+
+impl std::fmt::Debug for Study {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Study")
+            .field("storage", &self.storage.location())
+            .field("name", &self.name)
+            .field("direction", &self.direction)
+            .field("sampler", &self.sampler.name())
+            .finish()
+    }
+}
+
+impl Study {
+    /// Creates the study `name`, or continues it if it exists. An existing study must have
+    /// the same direction and search space.
+    pub fn create_or_load(
+        storage: Box<dyn Storage>,
+        name: &str,
+        direction: Direction,
+        space: SearchSpace,
+        sampler: Box<dyn Sampler>,
+    ) -> Result<Study, StudyError> {
+        if name.trim().is_empty() {
+            return Err(StudyError::Invalid {
+                name: name.into(),
+                message: "a study name must not be empty".into(),
+            });
+        }
+        let mismatch = |storage: &dyn Storage, problem: String| StudyError::Mismatch {
+            name: name.into(),
+            location: storage.location(),
+            problem,
+        };
+        let record = match storage.load_study(name)? {
+            Some(rec) => {
+                if rec.direction != direction {
+                    return Err(mismatch(
+                        &*storage,
+                        format!(
+                            "was created to {} but the config says {}",
+                            rec.direction, direction
+                        ),
+                    ));
+                }
+                let stored =
+                    SearchSpace::from_json(&rec.space_json).map_err(|e| StorageError::Corrupt {
+                        location: storage.location(),
+                        message: format!("study {name:?}: stored {e}"),
+                    })?;
+                // Compare what the stored text and the new space read back as through the
+                // same JSON parser, so a float's last-digit parsing cannot fake a change.
+                let given =
+                    SearchSpace::from_json(&space.to_json()).map_err(|e| StudyError::Invalid {
+                        name: name.into(),
+                        message: format!("the search space does not survive storage: {e}"),
+                    })?;
+                let diff = stored.diff(&given);
+                if !diff.is_empty() {
+                    return Err(mismatch(
+                        &*storage,
+                        format!(
+                            "was created with a different search space: {}",
+                            diff.join("; ")
+                        ),
+                    ));
+                }
+                rec
+            }
+            None => match storage.create_study(name, direction, &space.to_json()) {
+                Ok(rec) => rec,
+                // Another process created it between our load and create: load theirs.
+                Err(StorageError::StudyExists { .. }) => {
+                    return Study::create_or_load(storage, name, direction, space, sampler)
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(Study {
+            storage,
+            id: record.id,
+            name: record.name,
+            direction,
+            space,
+            sampler,
+        })
+    }
+
+    /// Opens an existing study with its stored direction and space (e.g. to export it).
+    pub fn load(
+        storage: Box<dyn Storage>,
+        name: &str,
+        sampler: Box<dyn Sampler>,
+    ) -> Result<Study, StudyError> {
+        let (rec, space) = load_record(&*storage, name)?;
+        Ok(Study {
+            storage,
+            id: rec.id,
+            name: rec.name,
+            direction: rec.direction,
+            space,
+            sampler,
+        })
+    }
+
+    fn invalid(&self, message: String) -> StudyError {
+        StudyError::Invalid {
+            name: self.name.clone(),
+            message,
+        }
+    }
+
+    /// The study's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The optimisation direction.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The search space.
+    pub fn space(&self) -> &SearchSpace {
+        &self.space
+    }
+
+    /// The sampler's name.
+    pub fn sampler_name(&self) -> &str {
+        self.sampler.name()
+    }
+
+    /// The storage location (for messages).
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// The next trial to evaluate: the lowest-numbered WAITING trial if any (now RUNNING),
+    /// else a new RUNNING trial with parameters from the sampler, which sees the whole
+    /// history. Committed before it returns.
+    pub fn ask(&mut self) -> Result<TrialHandle, StudyError> {
+        while let Some(t) = self.storage.claim_waiting(self.id)? {
+            if let Err(e) = self.space.check_params(&t.params) {
+                // Only possible if the row was written behind our back: never evaluate it.
+                self.storage.set_trial_state(
+                    self.id,
+                    t.number,
+                    TrialState::Fail,
+                    None,
+                    Some(&format!(
+                        "queued parameters do not fit the search space: {e}"
+                    )),
+                )?;
+                continue;
+            }
+            return Ok(TrialHandle {
+                number: t.number,
+                params: t.params,
+                resumed: true,
+                episodes: t.episodes,
+            });
+        }
+        let history = self.storage.list_trials(self.id)?;
+        let next = history.last().map_or(0, |t| t.number + 1);
+        let params = self.sampler.sample(&self.space, &history, next);
+        self.space.check_params(&params).map_err(|e| {
+            self.invalid(format!(
+                "sampler {} proposed invalid parameters for trial {next}: {e} (a sampler bug; please report it)",
+                self.sampler.name()
+            ))
+        })?;
+        let number = self
+            .storage
+            .create_trial(self.id, TrialState::Running, &params)?;
+        Ok(TrialHandle {
+            number,
+            params,
+            resumed: false,
+            episodes: Vec::new(),
+        })
+    }
+
+    /// Queues a parameter set (e.g. a hand-tuned baseline) as a WAITING trial; the next
+    /// `ask` returns it. Returns its number.
+    pub fn enqueue(&mut self, params: Params) -> Result<u64, StudyError> {
+        self.space
+            .check_params(&params)
+            .map_err(|e| self.invalid(format!("cannot enqueue: {e}")))?;
+        Ok(self
+            .storage
+            .create_trial(self.id, TrialState::Waiting, &params)?)
+    }
+
+    /// Records an intermediate value of a running trial at `step`.
+    pub fn report(&mut self, number: u64, step: u64, value: f64) -> Result<(), StudyError> {
+        Ok(self
+            .storage
+            .report_intermediate(self.id, number, step, value)?)
+    }
+
+    /// Records a finished episode of a running trial.
+    pub fn add_episode(&mut self, number: u64, episode: EpisodeRecord) -> Result<(), StudyError> {
+        Ok(self.storage.add_episode(self.id, number, &episode)?)
+    }
+
+    /// Forgets a trial's intermediate values and episodes, to re-run it from the start.
+    pub fn clear_progress(&mut self, number: u64) -> Result<(), StudyError> {
+        Ok(self.storage.clear_trial_progress(self.id, number)?)
+    }
+
+    fn finish(
+        &mut self,
+        number: u64,
+        state: TrialState,
+        value: Option<f64>,
+        reason: Option<&str>,
+    ) -> Result<(), StudyError> {
+        self.storage
+            .set_trial_state(self.id, number, state, value, reason)?;
+        if let Some(t) = self.storage.get_trial(self.id, number)? {
+            self.sampler.tell(&t);
+        }
+        Ok(())
+    }
+
+    /// Completes a trial with its value. A non-finite value marks the trial FAIL instead
+    /// (as Optuna does) and returns an error saying so.
+    pub fn tell(&mut self, number: u64, value: f64) -> Result<(), StudyError> {
+        if !value.is_finite() {
+            let reason = format!("the objective value is {value}");
+            self.finish(number, TrialState::Fail, None, Some(&reason))?;
+            return Err(self.invalid(format!(
+                "trial {number}: {reason}, not a finite number; the trial was marked FAIL"
+            )));
+        }
+        self.finish(number, TrialState::Complete, Some(value), None)
+    }
+
+    /// Prunes a trial (stopped early: poor performance, or unsafe), with the reason and
+    /// optionally the value reached so far.
+    pub fn prune(
+        &mut self,
+        number: u64,
+        reason: &str,
+        value: Option<f64>,
+    ) -> Result<(), StudyError> {
+        let value = value.filter(|v| v.is_finite());
+        self.finish(number, TrialState::Pruned, value, Some(reason))
+    }
+
+    /// Marks a trial FAIL with a reason (kept as the trial attribute `fail_reason`).
+    pub fn fail(&mut self, number: u64, reason: &str) -> Result<(), StudyError> {
+        self.finish(number, TrialState::Fail, None, Some(reason))
+    }
+
+    /// Puts a running trial back in the queue (the trial in flight when the operator
+    /// stops the run); the next `ask` returns it.
+    pub fn mark_waiting(&mut self, number: u64) -> Result<(), StudyError> {
+        Ok(self
+            .storage
+            .set_trial_state(self.id, number, TrialState::Waiting, None, None)?)
+    }
+
+    /// Puts every RUNNING trial back in the queue (call at startup: after a crash they are
+    /// not running any more). Returns their numbers.
+    pub fn requeue_running(&mut self) -> Result<Vec<u64>, StudyError> {
+        Ok(self.storage.requeue_running(self.id)?)
+    }
+
+    /// Sets a trial attribute (e.g. `unsafe_detail`, the firmware's clamp report).
+    pub fn set_attr(
+        &mut self,
+        number: u64,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StudyError> {
+        Ok(self.storage.set_trial_attr(self.id, number, key, &value)?)
+    }
+
+    /// Sets a study attribute (e.g. the firmware's schema hash).
+    pub fn set_study_attr(
+        &mut self,
+        key: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StudyError> {
+        Ok(self.storage.set_study_attr(self.id, key, &value)?)
+    }
+
+    /// Reads a study attribute.
+    pub fn study_attr(&self, key: &str) -> Result<Option<serde_json::Value>, StudyError> {
+        Ok(self.storage.get_study_attr(self.id, key)?)
+    }
+
+    /// All trials, by number.
+    pub fn trials(&self) -> Result<Vec<FrozenTrial>, StudyError> {
+        Ok(self.storage.list_trials(self.id)?)
+    }
+
+    /// One trial; an error if it does not exist.
+    pub fn trial(&self, number: u64) -> Result<FrozenTrial, StudyError> {
+        self.storage
+            .get_trial(self.id, number)?
+            .ok_or_else(|| self.invalid(format!("trial {number} does not exist")))
+    }
+
+    /// The best COMPLETE trial by the study's direction (lowest number on ties).
+    pub fn best_trial(&self) -> Result<Option<FrozenTrial>, StudyError> {
+        let trials = self.trials()?;
+        Ok(best_of(&trials, self.direction).cloned())
+    }
+
+    /// How many trials are in each state.
+    pub fn counts(&self) -> Result<StateCounts, StudyError> {
+        Ok(StateCounts::of(&self.trials()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::RandomSampler;
+    use crate::space::{Choice, Distribution};
+    use serde_json::json;
+
+    fn space() -> SearchSpace {
+        SearchSpace::new([
+            (
+                "x".to_string(),
+                Distribution::Float {
+                    low: -2.0,
+                    high: 2.0,
+                    log: false,
+                    step: None,
+                },
+            ),
+            (
+                "mode".to_string(),
+                Distribution::Categorical {
+                    choices: vec![Choice::Text("a".into()), Choice::Text("b".into())],
+                },
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite:{}", dir.path().join("s.db").display())
+    }
+
+    fn open(url: &str, direction: Direction, space: SearchSpace) -> Result<Study, StudyError> {
+        Study::create_or_load(
+            crate::storage::open(url).unwrap(),
+            "s",
+            direction,
+            space,
+            Box::new(RandomSampler::new(7)),
+        )
+    }
+
+    #[test]
+    fn ask_tell_best_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = open(&url(&dir), Direction::Minimize, space()).unwrap();
+        assert_eq!(st.name(), "s");
+        assert_eq!(st.direction(), Direction::Minimize);
+        assert_eq!(st.sampler_name(), "random");
+        assert!(st.best_trial().unwrap().is_none());
+        let mut values = Vec::new();
+        for i in 0..6 {
+            let t = st.ask().unwrap();
+            assert_eq!(t.number, i);
+            assert!(!t.resumed);
+            st.space().check_params(&t.params).unwrap();
+            let v = t.params["x"].powi(2);
+            st.report(t.number, 1, v + 1.0).unwrap();
+            match i {
+                4 => st.prune(t.number, "poor", Some(-100.0)).unwrap(),
+                5 => st.fail(t.number, "link lost").unwrap(),
+                _ => {
+                    st.tell(t.number, v).unwrap();
+                    values.push(v);
+                }
+            }
+        }
+        let best = st.best_trial().unwrap().unwrap();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(
+            best.value,
+            Some(min),
+            "a pruned trial's lower value does not count"
+        );
+        assert_eq!(
+            st.counts().unwrap(),
+            StateCounts {
+                running: 0,
+                complete: 4,
+                pruned: 1,
+                fail: 1,
+                waiting: 0
+            }
+        );
+        let t5 = st.trial(5).unwrap();
+        assert_eq!(t5.attrs["fail_reason"], json!("link lost"));
+        assert_eq!(st.trial(4).unwrap().prune_reason.as_deref(), Some("poor"));
+        let e = st.tell(0, 1.0).unwrap_err().to_string();
+        assert!(e.contains("already COMPLETE"), "{e}");
+        assert!(st
+            .trial(99)
+            .unwrap_err()
+            .to_string()
+            .contains("trial 99 does not exist"));
+    }
+
+    #[test]
+    fn non_finite_value_fails_the_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
+        let t = st.ask().unwrap();
+        let e = st.tell(t.number, f64::NAN).unwrap_err().to_string();
+        assert!(e.contains("NaN") && e.contains("marked FAIL"), "{e}");
+        assert_eq!(st.trial(t.number).unwrap().state, TrialState::Fail);
+    }
+
+    #[test]
+    fn enqueue_waits_and_is_asked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
+        let fresh = st.ask().unwrap();
+        let baseline: Params = [("x".to_string(), 0.5), ("mode".to_string(), 1.0)].into();
+        let n = st.enqueue(baseline.clone()).unwrap();
+        assert_eq!(n, 1);
+        let t = st.ask().unwrap();
+        assert_eq!((t.number, &t.params, t.resumed), (1, &baseline, true));
+        let next = st.ask().unwrap();
+        assert_eq!(next.number, 2);
+        assert!(!next.resumed);
+        assert_ne!(next.params, fresh.params);
+
+        let bad: Params = [("x".to_string(), 5.0), ("mode".to_string(), 1.0)].into();
+        let e = st.enqueue(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot enqueue") && e.contains("parameter x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resume_after_crash_requeues_and_keeps_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = url(&dir);
+        let (p0, p1);
+        {
+            let mut st = open(&u, Direction::Maximize, space()).unwrap();
+            let t0 = st.ask().unwrap();
+            st.tell(t0.number, 1.0).unwrap();
+            let t1 = st.ask().unwrap();
+            st.add_episode(
+                t1.number,
+                EpisodeRecord {
+                    episode: 0,
+                    episode_return: 4.0,
+                    steps: 10,
+                    status: "done".into(),
+                },
+            )
+            .unwrap();
+            p0 = t0.params;
+            p1 = t1.params;
+            // The process "crashes" here with trial 1 RUNNING.
+        }
+        let mut st = open(&u, Direction::Maximize, space()).unwrap();
+        assert_eq!(st.requeue_running().unwrap(), vec![1]);
+        let t = st.ask().unwrap();
+        assert_eq!((t.number, &t.params, t.resumed), (1, &p1, true));
+        assert_eq!(t.episodes.len(), 1);
+        st.clear_progress(1).unwrap();
+        assert!(st.trial(1).unwrap().episodes.is_empty());
+        // Operator stop: the trial in flight goes back to the queue.
+        st.mark_waiting(1).unwrap();
+        assert_eq!(st.counts().unwrap().waiting, 1);
+        assert_eq!(st.ask().unwrap().number, 1);
+        st.tell(1, 2.0).unwrap();
+        // New trials continue the numbering, and the sampler is reproducible: a fresh study
+        // with the same seed proposes the same trial 0.
+        assert_eq!(st.ask().unwrap().number, 2);
+        assert_eq!(st.best_trial().unwrap().unwrap().number, 1);
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut other = open(&url(&dir2), Direction::Maximize, space()).unwrap();
+        assert_eq!(other.ask().unwrap().params, p0);
+    }
+
+    #[test]
+    fn mismatched_direction_or_space_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = url(&dir);
+        drop(open(&u, Direction::Maximize, space()).unwrap());
+        let e = open(&u, Direction::Minimize, space())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("maximize") && e.contains("minimize") && e.contains("--study"),
+            "{e}"
+        );
+        let changed = SearchSpace::new([(
+            "x".to_string(),
+            Distribution::Float {
+                low: -2.0,
+                high: 3.0,
+                log: false,
+                step: None,
+            },
+        )])
+        .unwrap();
+        let e = open(&u, Direction::Maximize, changed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x was float [-2, 2] and is now float [-2, 3]"),
+            "{e}"
+        );
+        assert!(
+            e.contains("mode (categorical [\"a\", \"b\"]) is gone"),
+            "{e}"
+        );
+        // The stored study is intact.
+        let mut st = Study::load(
+            crate::storage::open(&u).unwrap(),
+            "s",
+            Box::new(RandomSampler::new(0)),
+        )
+        .unwrap();
+        assert_eq!(st.space(), &space());
+        assert_eq!(st.direction(), Direction::Maximize);
+        st.set_study_attr("schema_hash", json!("abc")).unwrap();
+        assert_eq!(st.study_attr("schema_hash").unwrap(), Some(json!("abc")));
+        let e = Study::load(
+            crate::storage::open(&u).unwrap(),
+            "nope",
+            Box::new(RandomSampler::new(0)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("no study \"nope\"") && e.contains("existing studies: \"s\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reopening_with_17_digit_bounds_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = url(&dir);
+        let odd = || {
+            SearchSpace::new([(
+                "x".to_string(),
+                Distribution::Float {
+                    low: 0.1 + 0.2,
+                    high: 1.029_956_882_790_602_5,
+                    log: true,
+                    step: None,
+                },
+            )])
+            .unwrap()
+        };
+        drop(open(&u, Direction::Maximize, odd()).unwrap());
+        let st = open(&u, Direction::Maximize, odd()).unwrap();
+        assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+    }
+
+    #[test]
+    fn best_of_breaks_ties_by_number() {
+        let mk = |number, state, value| FrozenTrial {
+            number,
+            state,
+            params: Params::new(),
+            value,
+            intermediate: Default::default(),
+            prune_reason: None,
+            episodes: vec![],
+            started_at: None,
+            finished_at: None,
+            attrs: Default::default(),
+        };
+        let ts = [
+            mk(0, TrialState::Complete, Some(1.0)),
+            mk(1, TrialState::Complete, Some(3.0)),
+            mk(2, TrialState::Complete, Some(3.0)),
+            mk(3, TrialState::Pruned, Some(9.0)),
+            mk(4, TrialState::Running, None),
+        ];
+        assert_eq!(best_of(&ts, Direction::Maximize).unwrap().number, 1);
+        assert_eq!(best_of(&ts, Direction::Minimize).unwrap().number, 0);
+        assert!(best_of(&ts[3..], Direction::Maximize).is_none());
+    }
+}

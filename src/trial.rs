@@ -1,0 +1,280 @@
+//! Trials: their states, what one episode left behind, and the frozen (stored) view of a
+//! trial that samplers, pruners and exports read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::space::Params;
+
+/// Where a trial is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TrialState {
+    /// Parameters sent to the robot; episodes under way.
+    Running,
+    /// Finished with a value.
+    Complete,
+    /// Stopped early (poor performance or a safety stop); see its prune reason.
+    Pruned,
+    /// Could not be evaluated (link lost, bad value, ...).
+    Fail,
+    /// Queued: enqueued by the user or re-queued after an interruption; the next `ask`
+    /// takes it.
+    Waiting,
+}
+
+impl TrialState {
+    /// All states, in the order used for counts.
+    pub const ALL: [TrialState; 5] = [
+        TrialState::Running,
+        TrialState::Complete,
+        TrialState::Pruned,
+        TrialState::Fail,
+        TrialState::Waiting,
+    ];
+
+    /// The stored name: `RUNNING`, `COMPLETE`, `PRUNED`, `FAIL` or `WAITING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Running => "RUNNING",
+            TrialState::Complete => "COMPLETE",
+            TrialState::Pruned => "PRUNED",
+            TrialState::Fail => "FAIL",
+            TrialState::Waiting => "WAITING",
+        }
+    }
+
+    /// Parses a stored name (case-insensitive).
+    pub fn parse(s: &str) -> Option<TrialState> {
+        TrialState::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the trial is over (complete, pruned or failed) and can no longer change.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            TrialState::Complete | TrialState::Pruned | TrialState::Fail
+        )
+    }
+}
+
+impl fmt::Display for TrialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TrialState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TrialState::parse(s).ok_or_else(|| {
+            format!(
+                "unknown trial state {s:?}; expected RUNNING, COMPLETE, PRUNED, FAIL or WAITING"
+            )
+        })
+    }
+}
+
+/// Whether the study maximises or minimises the trial value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Larger values are better (e.g. episode return).
+    Maximize,
+    /// Smaller values are better (e.g. energy per metre).
+    Minimize,
+}
+
+impl Direction {
+    /// `maximize` or `minimize`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Maximize => "maximize",
+            Direction::Minimize => "minimize",
+        }
+    }
+
+    /// Parses `maximize` / `minimize` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s.to_ascii_lowercase().as_str() {
+            "maximize" => Some(Direction::Maximize),
+            "minimize" => Some(Direction::Minimize),
+            _ => None,
+        }
+    }
+
+    /// Whether `a` is strictly better than `b` in this direction.
+    pub fn is_better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Maximize => a > b,
+            Direction::Minimize => a < b,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Direction::parse(s)
+            .ok_or_else(|| format!("unknown direction {s:?}; expected maximize or minimize"))
+    }
+}
+
+/// One finished episode of a trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    /// Episode index within the trial (0-based).
+    pub episode: u32,
+    /// The episode's return (sum of rewards).
+    #[serde(rename = "return")]
+    pub episode_return: f64,
+    /// Control steps the episode ran.
+    pub steps: u32,
+    /// How it ended, as reported by the firmware or the daemon (e.g. `done`, `fell`,
+    /// `aborted`).
+    pub status: String,
+}
+
+/// A trial as stored: everything samplers, pruners and exports need to know about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrozenTrial {
+    /// The trial's number within its study (0, 1, 2, ...).
+    pub number: u64,
+    /// Current state.
+    pub state: TrialState,
+    /// Parameters, internal representation (see [`crate::space`]).
+    pub params: Params,
+    /// The objective value (COMPLETE; optionally PRUNED).
+    pub value: Option<f64>,
+    /// Intermediate values by step.
+    pub intermediate: BTreeMap<u64, f64>,
+    /// Why the trial was pruned (e.g. `unsafe: roll 0.9 rad > 0.6`, `poor`).
+    pub prune_reason: Option<String>,
+    /// Finished episodes, by episode index.
+    pub episodes: Vec<EpisodeRecord>,
+    /// When the trial last started running (UTC, RFC 3339).
+    pub started_at: Option<String>,
+    /// When the trial finished (UTC, RFC 3339).
+    pub finished_at: Option<String>,
+    /// Free-form attributes (e.g. `unsafe_detail`, `fail_reason`, clamp reports).
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl FrozenTrial {
+    /// The intermediate value at the highest step, if any.
+    pub fn last_intermediate(&self) -> Option<(u64, f64)> {
+        self.intermediate.iter().next_back().map(|(&s, &v)| (s, v))
+    }
+
+    /// Whether the trial is over.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_finished()
+    }
+}
+
+/// The current UTC time as RFC 3339 with milliseconds, e.g. `2024-05-01T12:34:56.789Z`.
+pub fn now_utc() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_utc(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Formats seconds since the Unix epoch (plus milliseconds) as RFC 3339 UTC.
+pub fn format_utc(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in TrialState::ALL {
+            assert_eq!(TrialState::parse(s.as_str()), Some(s));
+            assert_eq!(s.as_str().parse::<TrialState>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(TrialState::parse("complete"), Some(TrialState::Complete));
+        assert!("DONE".parse::<TrialState>().unwrap_err().contains("DONE"));
+        assert!(TrialState::Pruned.is_finished() && !TrialState::Waiting.is_finished());
+    }
+
+    #[test]
+    fn direction_serde_and_order() {
+        assert_eq!(
+            serde_json::to_string(&Direction::Minimize).unwrap(),
+            "\"minimize\""
+        );
+        let d: Direction = serde_json::from_str("\"maximize\"").unwrap();
+        assert_eq!(d, Direction::Maximize);
+        assert!(Direction::Maximize.is_better(2.0, 1.0));
+        assert!(Direction::Minimize.is_better(1.0, 2.0));
+        assert!(!Direction::Minimize.is_better(1.0, 1.0));
+        assert!("up".parse::<Direction>().is_err());
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(format_utc(1_714_566_896, 789), "2024-05-01T12:34:56.789Z");
+        assert_eq!(format_utc(-1, 0), "1969-12-31T23:59:59.000Z");
+        let now = now_utc();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
+
+    #[test]
+    fn episode_serialises_return_key() {
+        let e = EpisodeRecord {
+            episode: 1,
+            episode_return: 2.5,
+            steps: 200,
+            status: "done".into(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["return"], 2.5);
+        let back: EpisodeRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

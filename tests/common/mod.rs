@@ -1,0 +1,233 @@
+//! Helpers for integration tests: they drive the real `gaittune` binary against the real
+//! simulated robot over a real pseudo-terminal.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gaittune"))
+}
+
+/// A temporary working directory for one test.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn storage_url(&self) -> String {
+        format!("sqlite:{}", self.path("study.db").display())
+    }
+
+    pub fn event_log(&self) -> PathBuf {
+        self.path("events.jsonl")
+    }
+
+    /// Writes a config file and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.path("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `gaittune run CONFIG [args]`, waited for.
+    pub fn run(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("run")
+            .arg(config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("GAITTUNE_LOG", "warn")
+            .output()
+            .expect("run gaittune")
+    }
+
+    /// `gaittune run CONFIG` in the background.
+    pub fn spawn_run(&self, config: &Path) -> Child {
+        Command::new(bin())
+            .arg("run")
+            .arg(config)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gaittune")
+    }
+
+    /// `gaittune export --format json`, parsed.
+    pub fn export(&self, study: &str) -> Vec<Value> {
+        let out = Command::new(bin())
+            .args([
+                "export",
+                "--storage",
+                &self.storage_url(),
+                "--study",
+                study,
+                "--format",
+                "json",
+            ])
+            .output()
+            .expect("export");
+        assert!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .expect("export prints JSON")
+            .as_array()
+            .expect("an array of trials")
+            .clone()
+    }
+
+    /// The simulated robot's protocol events so far.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.event_log())
+    }
+}
+
+/// Parses a JSON-lines event log (missing file = no events).
+pub fn read_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+        .collect()
+}
+
+/// Events named `name`.
+pub fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; panics with `what` on timeout.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `gaittune sim` started by hand, serving on a pseudo-terminal.
+pub struct HandSim {
+    pub child: Child,
+    pub device: String,
+}
+
+impl HandSim {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .arg("sim")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gaittune sim");
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("sim prints its pty");
+        std::thread::spawn(move || for _ in reader.lines() {});
+        let device = line
+            .strip_prefix("PTY ")
+            .unwrap_or_else(|| panic!("sim printed {line:?}"))
+            .trim()
+            .to_string();
+        Self { child, device }
+    }
+}
+
+impl Drop for HandSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config text used by most tests: the simulated quadruped, a small study.
+pub fn sim_config(
+    storage: &str,
+    event_log: &Path,
+    trials: u64,
+    max_steps: u32,
+    step_delay_ms: f64,
+) -> String {
+    format!(
+        r#"
+[study]
+name = "it"
+storage = "{storage}"
+direction = "maximize"
+trials = {trials}
+seed = 3
+
+[robot]
+device = "sim"
+
+[sim]
+seed = 1
+step_delay_ms = {step_delay_ms}
+reset_delay_ms = 1.0
+event_log = "{log}"
+
+[episode]
+max_steps = {max_steps}
+report_every = 10
+
+[safety]
+max_roll_deg = 25.0
+max_pitch_deg = 25.0
+min_body_height_m = 0.15
+max_joint_temp_c = 70.0
+
+[space.freq_hz]
+type = "float"
+low = 0.5
+high = 3.0
+
+[space.stride_amp]
+type = "float"
+low = 0.05
+high = 0.5
+
+[space.duty_factor]
+type = "float"
+low = 0.4
+high = 0.8
+
+[space.kp]
+type = "float"
+low = 10.0
+high = 60.0
+log = true
+
+[space.gait]
+type = "categorical"
+choices = [0, 1, 2]
+"#,
+        log = event_log.display()
+    )
+}
+
+/// Trials in state `state`.
+pub fn in_state<'a>(trials: &'a [Value], state: &str) -> Vec<&'a Value> {
+    trials.iter().filter(|t| t["state"] == state).collect()
+}

@@ -1,0 +1,105 @@
+//! Losing either side: a dead robot is a clear error and a re-queued trial; a dead daemon
+//! trips the robot's watchdog, and the next run re-queues the trial that was in flight.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn hand_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> std::path::PathBuf {
+    let text = sim_config(&w.storage_url(), &w.event_log(), trials, max_steps, 0.0).replace(
+        "device = \"sim\"",
+        &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
+    );
+    // Drop the [sim] table: the robot was started by hand.
+    let start = text.find("[sim]").unwrap();
+    let end = text.find("[episode]").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    w.write_config(&text)
+}
+
+#[test]
+fn a_robot_that_dies_mid_episode_is_a_clear_error_and_the_trial_is_requeued() {
+    let w = Workdir::new();
+    let log = w.event_log();
+    let sim = HandSim::start(&["--step-delay-ms", "4", "--event-log", log.to_str().unwrap()]);
+    let config = hand_config(&w, &sim.device, 5, 300);
+    let child = w.spawn_run(&config);
+    wait_for(
+        Duration::from_secs(60),
+        "the second episode to start",
+        || named(&w.events(), "episode_start").len() >= 2,
+    );
+    drop(sim); // kills the simulated robot
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("lost the robot"), "{stderr}");
+    let trials = w.export("it");
+    assert_eq!(in_state(&trials, "WAITING").len(), 1, "{trials:?}");
+    assert!(in_state(&trials, "RUNNING").is_empty());
+}
+
+#[test]
+fn a_daemon_killed_mid_episode_trips_the_robots_watchdog() {
+    let w = Workdir::new();
+    let log = w.event_log();
+    let sim = HandSim::start(&[
+        "--step-delay-ms",
+        "4",
+        "--watchdog-ms",
+        "300",
+        "--event-log",
+        log.to_str().unwrap(),
+    ]);
+    let config = hand_config(&w, &sim.device, 5, 1000);
+    let mut child = w.spawn_run(&config);
+    wait_for(Duration::from_secs(60), "an episode to start", || {
+        !named(&w.events(), "episode_start").is_empty()
+    });
+    child.kill().unwrap(); // SIGKILL: no handler runs, no EStop is sent
+    child.wait().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the robot's watchdog to stop the motors",
+        || !named(&w.events(), "watchdog").is_empty(),
+    );
+    drop(sim);
+}
+
+#[test]
+fn a_daemon_killed_mid_episode_loses_only_that_episode() {
+    let w = Workdir::new();
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 4, 300, 4.0));
+    let mut child = w.spawn_run(&config);
+    wait_for(
+        Duration::from_secs(60),
+        "the second episode to start",
+        || named(&w.events(), "episode_start").len() >= 2,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = w.export("it");
+    let running = in_state(&before, "RUNNING");
+    assert_eq!(
+        running.len(),
+        1,
+        "the killed trial is still RUNNING in storage: {before:?}"
+    );
+    let number = running[0]["number"].as_u64().unwrap() as usize;
+
+    let out = w.run(&config, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("trial {number} was left RUNNING")),
+        "{stdout}"
+    );
+    let after = w.export("it");
+    assert_eq!(after.len(), 4);
+    assert_ne!(after[number]["state"], "RUNNING");
+    assert_eq!(after[number]["params"], running[0]["params"]);
+}

@@ -1,0 +1,91 @@
+//! A whole study against the simulated robot over a pty, through the real binary.
+
+mod common;
+use common::*;
+
+#[test]
+fn a_whole_study_completes_and_is_exported() {
+    let w = Workdir::new();
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 6, 60, 0.0));
+    let out = w.run(&config, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("best trial"), "{stdout}");
+    assert!(w.path("study.db").exists());
+
+    let trials = w.export("it");
+    assert_eq!(trials.len(), 6);
+    for t in &trials {
+        let state = t["state"].as_str().unwrap();
+        assert!(state == "COMPLETE" || state == "PRUNED", "{t}");
+        assert_eq!(t["params"].as_object().unwrap().len(), 5, "{t}");
+        if state == "COMPLETE" {
+            assert!(t["value"].is_f64(), "{t}");
+            let steps: Vec<u64> = t["intermediate"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                steps,
+                (1..=6).map(|k| k * 10).collect::<Vec<_>>(),
+                "intermediate steps line up: {t}"
+            );
+            assert_eq!(t["episodes"].as_array().unwrap().len(), 1);
+            let ep_return = t["episodes"][0]["return"].as_f64().unwrap();
+            assert!(
+                (ep_return - t["value"].as_f64().unwrap()).abs() < 1e-6 * ep_return.abs().max(1.0)
+            );
+        }
+    }
+    // The robot saw exactly one episode start per trial.
+    let events = w.events();
+    assert_eq!(named(&events, "episode_start").len(), 6);
+
+    // Running again with a larger size continues the same study.
+    let out = w.run(&config, &["--trials", "8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = w.export("it");
+    assert_eq!(again.len(), 8);
+    for (before, after) in trials.iter().zip(&again) {
+        assert_eq!(before, after, "an earlier trial changed on resume");
+    }
+    // And once the study has its size, a rerun does nothing new.
+    let out = w.run(&config, &["--trials", "8"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already has 8 finished trials"));
+    assert_eq!(w.export("it").len(), 8);
+}
+
+#[test]
+fn csv_export_has_a_row_per_trial() {
+    let w = Workdir::new();
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 3, 20, 0.0));
+    assert!(w.run(&config, &[]).status.success());
+    let out = std::process::Command::new(bin())
+        .args([
+            "export",
+            "--storage",
+            &w.storage_url(),
+            "--study",
+            "it",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("number,state,value"), "{}", lines[0]);
+    assert_eq!(lines.len(), 4, "{text}");
+}
