@@ -8,3 +8,6 @@ pub use link::{
     Applied, LinkError, LinkSettings, ParamDecl, RobotEvent, RobotInfo, RobotLink, Sender,
 };
 pub use port::{Port, READ_POLL};
+
+#[cfg(test)]
+mod tests;
