@@ -60,13 +60,16 @@ pub struct StudyConfig {
 
 /// `[sampler]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SamplerConfig {
     /// Which sampler: `random` (more come with the sampler issue).
     #[serde(default = "default_sampler")]
     pub kind: String,
     /// Sampler seed; defaults to `study.seed`.
     pub seed: Option<u64>,
+    /// Per-kind options tables: `[sampler.tpe]`, `[sampler.cmaes]`, `[sampler.qmc]`; each
+    /// sampler parses and checks its own.
+    #[serde(flatten)]
+    pub options: std::collections::BTreeMap<String, toml::Value>,
 }
 
 impl Default for SamplerConfig {
@@ -74,6 +77,7 @@ impl Default for SamplerConfig {
         Self {
             kind: default_sampler(),
             seed: None,
+            options: Default::default(),
         }
     }
 }
@@ -254,6 +258,14 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let space = SearchSpace::from_toml(&raw.space).map_err(|e| err(e.to_string()))?;
         raw.safety.validate().map_err(err)?;
+        for (key, value) in &raw.sampler.options {
+            if !crate::sampler::KINDS.contains(&key.as_str()) || !value.is_table() {
+                return Err(err(format!(
+                    "unknown key sampler.{key}: expected kind, seed, or an options table named after a sampler ({})",
+                    crate::sampler::KINDS.join(", ")
+                )));
+            }
+        }
         if raw.study.name.trim().is_empty() {
             return Err(err("study.name must not be empty".into()));
         }
@@ -287,6 +299,11 @@ impl Config {
             safety: raw.safety,
             space,
         })
+    }
+
+    /// The options table of the selected sampler, `[sampler.<kind>]`, if present.
+    pub fn sampler_options(&self) -> Option<&toml::Table> {
+        self.sampler.options.get(&self.sampler.kind).and_then(|v| v.as_table())
     }
 
     /// Whether the daemon should start the simulated robot itself.
@@ -337,6 +354,13 @@ high = 3.0
         let text = GOOD.replace("high = 3.0", "high = 0.1");
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("freq_hz"), "{e}");
+    }
+
+    #[test]
+    fn unknown_sampler_key_is_named() {
+        let text = GOOD.replace("[robot]", "[sampler]\nkindd = \"tpe\"\n[robot]");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("kindd"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use firmware_protocol::EpisodeStatus;
+use firmware_protocol::{EpisodeStatus, NackCode};
 
 use crate::config::Config;
 use crate::control::{global_slot, Interrupts};
@@ -29,6 +29,8 @@ pub struct RunOverrides {
     pub storage: Option<String>,
     /// Study name instead of `study.name`.
     pub study: Option<String>,
+    /// The operator confirms it is safe to release a robot found latched stopped.
+    pub release_latch: bool,
 }
 
 /// How a run ended (errors aside).
@@ -44,7 +46,12 @@ pub enum RunOutcome {
 pub const PRUNE_UNSAFE: &str = "unsafe";
 
 /// Runs a study to its size against the robot the config names.
-pub fn run(mut config: Config, overrides: RunOverrides, interrupts: Interrupts) -> Result<RunOutcome> {
+pub fn run(
+    mut config: Config,
+    overrides: RunOverrides,
+    interrupts: Interrupts,
+) -> Result<RunOutcome> {
+    let release_latch = overrides.release_latch;
     if let Some(t) = overrides.trials {
         config.study.trials = t;
     }
@@ -60,14 +67,18 @@ pub fn run(mut config: Config, overrides: RunOverrides, interrupts: Interrupts) 
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(config, interrupts))
+    rt.block_on(run_async(config, interrupts, release_latch))
 }
 
-async fn run_async(config: Config, interrupts: Interrupts) -> Result<RunOutcome> {
+async fn run_async(config: Config, interrupts: Interrupts, release_latch: bool) -> Result<RunOutcome> {
     let storage = storage::open(&config.study.storage)
         .with_context(|| format!("opening storage {}", config.study.storage))?;
     let sampler_seed = config.sampler.seed.unwrap_or(config.study.seed);
-    let sampler = sampler::from_kind(&config.sampler.kind, sampler_seed)
+    let sampler = sampler::build(
+        &config.sampler.kind,
+        sampler_seed,
+        config.sampler_options(),
+    )
         .map_err(|e| anyhow!("{}: sampler.kind: {e}", config.path.display()))?;
     let mut study = Study::create_or_load(
         storage,
@@ -123,6 +134,8 @@ async fn run_async(config: Config, interrupts: Interrupts) -> Result<RunOutcome>
         info: &info,
         link: &mut link,
         interrupts,
+        release_latch,
+        failpoint: Failpoint::from_env(),
     };
     let outcome = runner.run_all(&mut study).await;
     global_slot().disarm();
@@ -173,6 +186,26 @@ struct TrialRunner<'a> {
     info: &'a RobotInfo,
     link: &'a mut RobotLink,
     interrupts: Interrupts,
+    release_latch: bool,
+    failpoint: Failpoint,
+}
+
+/// A deliberate fault for tests of the safety paths: `GAITTUNE_FAILPOINT=panic-at-step:N`
+/// panics the daemon when step N of an episode arrives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Failpoint {
+    panic_at_step: Option<u32>,
+}
+
+impl Failpoint {
+    fn from_env() -> Self {
+        let spec = std::env::var("GAITTUNE_FAILPOINT").unwrap_or_default();
+        Self {
+            panic_at_step: spec
+                .strip_prefix("panic-at-step:")
+                .and_then(|n| n.parse().ok()),
+        }
+    }
 }
 
 /// How one trial ended, for the progress line.
@@ -229,6 +262,10 @@ impl TrialRunner<'_> {
                 return self.stop_interrupted(study, None).await;
             }
             let trial = study.ask()?;
+            if trial.resumed {
+                // Whatever an interrupted attempt recorded is not this run's measurement.
+                study.clear_progress(trial.number)?;
+            }
             let started = Instant::now();
             println!(
                 "trial {:>4} [{}/{}] {}",
@@ -307,7 +344,23 @@ impl TrialRunner<'_> {
 
     async fn run_trial(&mut self, study: &mut Study, number: u64, params: &Params) -> Result<TrialEnd, Stop> {
         let values = self.firmware_values(study.space(), params);
-        let applied = or_interrupt!(self, self.link.set_params(&values))?;
+        let applied = match or_interrupt!(self, self.link.set_params(&values)) {
+            Err(LinkError::Nack {
+                code: NackCode::EStopLatched,
+                ..
+            }) => {
+                if !self.release_latch {
+                    return Err(Stop::Other(anyhow!(
+                        "the robot on {} is latched stopped (an EStop, a safety trip or its watchdog). Make sure it is safe to move, then rerun with --release-latch",
+                        self.link.device()
+                    )));
+                }
+                println!("releasing the robot's latched stop (--release-latch)");
+                or_interrupt!(self, self.link.clear_estop())?;
+                or_interrupt!(self, self.link.set_params(&values))?
+            }
+            other => other?,
+        };
         if !applied.clamped.is_empty() {
             let names: Vec<&str> = applied.clamped.iter().map(|&i| self.info.params[i].name.as_str()).collect();
             tracing::warn!("trial {number}: the firmware clamped {}", names.join(", "));
@@ -333,6 +386,9 @@ impl TrialRunner<'_> {
                         if step.trial != number as u32 || step.episode != episode as u16 {
                             tracing::debug!("stale step of trial {} episode {}", step.trial, step.episode);
                             continue;
+                        }
+                        if self.failpoint.panic_at_step == Some(step.step) {
+                            panic!("failpoint: panic at step {}", step.step);
                         }
                         if let Some(v) = self.config.safety.check(&step) {
                             // Stop the robot before anything else, the storage write included.

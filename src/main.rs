@@ -31,6 +31,10 @@ enum Cmd {
         /// Study name (overrides study.name).
         #[arg(long)]
         study: Option<String>,
+        /// Release a robot found latched stopped (EStop, safety trip, watchdog). Only when
+        /// you have checked it is safe to move.
+        #[arg(long)]
+        release_latch: bool,
     },
     /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
     Sim(gaittune::sim::SimOptions),
@@ -79,6 +83,7 @@ fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
             trials,
             storage,
             study,
+            release_latch,
         } => {
             let config = Config::load(&config)?;
             let interrupts = control::install()?;
@@ -88,6 +93,7 @@ fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     trials,
                     storage,
                     study,
+                    release_latch,
                 },
                 interrupts,
             )?;

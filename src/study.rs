@@ -42,7 +42,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::sampler::Sampler;
+use crate::sampler::{SampleRequest, Sampler};
 use crate::space::{Params, SearchSpace};
 use crate::storage::{Storage, StorageError, StudyId, StudyRecord};
 use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
@@ -361,7 +361,12 @@ impl Study {
         }
         let history = self.storage.list_trials(self.id)?;
         let next = history.last().map_or(0, |t| t.number + 1);
-        let params = self.sampler.sample(&self.space, &history, next);
+        let params = self.sampler.sample(&SampleRequest {
+            space: &self.space,
+            history: &history,
+            direction: self.direction,
+            trial_number: next,
+        });
         self.space.check_params(&params).map_err(|e| {
             self.invalid(format!(
                 "sampler {} proposed invalid parameters for trial {next}: {e} (a sampler bug; please report it)",

@@ -2,7 +2,8 @@
 //!
 //! `#![no_std]`, no allocator, and no panic on any input: the same code runs inside
 //! microcontroller firmware and inside the gaittune daemon. `SPEC.md` beside this crate is
-//! the language-neutral authority; this crate is one implementation of it.
+//! the language-neutral authority; this crate is one implementation of it, proven against
+//! the golden vectors in `vectors/` by `tests/vectors.rs`.
 //!
 //! A frame on the wire is `COBS(type ‖ seq ‖ payload ‖ crc32) ‖ 0x00`. Messages are plain
 //! owned values ([`HostMsg`], [`RobotMsg`]) so a decoded frame never borrows the receive

@@ -275,6 +275,8 @@ impl PartialEq for Step {
 
 /// Host → robot messages. Every one but [`HostMsg::Heartbeat`] is answered with a message
 /// carrying its sequence number (`ack_seq`).
+// Inline fixed-size payloads are the point (no allocator in firmware): no boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HostMsg {
     /// 0x01 — opens the session; answered by [`RobotMsg::Info`].
@@ -322,6 +324,7 @@ pub enum HostMsg {
 ///
 /// Equality compares `f32` fields bitwise (like [`Step`] and [`ParamValues`]), so a decoded
 /// frame equals the frame that was encoded even when it carries NaN, and `-0.0 != 0.0`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 pub enum RobotMsg {
     /// 0x81 — answers Hello: who the robot is and what it declares.

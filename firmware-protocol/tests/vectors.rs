@@ -10,6 +10,7 @@
 //! Regenerate after an *intended* change (and bump PROTOCOL_VERSION, see SPEC.md):
 //! `GAITTUNE_REGEN_VECTORS=1 cargo test -p firmware-protocol --test vectors`
 
+use std::f32::consts::PI;
 use std::path::PathBuf;
 
 use firmware_protocol::*;
@@ -152,19 +153,53 @@ macro_rules! enum_names {
     };
 }
 
-enum_names!(status_name, parse_status, EpisodeStatus {
-    Completed, Aborted, SafetyTrip, EStopped
-});
-enum_names!(reason_name, parse_reason, TripReason {
-    Roll, Pitch, BodyHeight, JointTemperature, MotorFault, Watchdog
-});
-enum_names!(nack_name, parse_nack, NackCode {
-    InvalidState, EStopLatched, WrongParamCount, BadParamIndex, UnsupportedVersion,
-    NoParams, NotReady, NotFinite
-});
-enum_names!(state_name, parse_state, RobotState {
-    Idle, Resetting, Ready, Running, Stopped
-});
+enum_names!(
+    status_name,
+    parse_status,
+    EpisodeStatus {
+        Completed,
+        Aborted,
+        SafetyTrip,
+        EStopped
+    }
+);
+enum_names!(
+    reason_name,
+    parse_reason,
+    TripReason {
+        Roll,
+        Pitch,
+        BodyHeight,
+        JointTemperature,
+        MotorFault,
+        Watchdog
+    }
+);
+enum_names!(
+    nack_name,
+    parse_nack,
+    NackCode {
+        InvalidState,
+        EStopLatched,
+        WrongParamCount,
+        BadParamIndex,
+        UnsupportedVersion,
+        NoParams,
+        NotReady,
+        NotFinite
+    }
+);
+enum_names!(
+    state_name,
+    parse_state,
+    RobotState {
+        Idle,
+        Resetting,
+        Ready,
+        Running,
+        Stopped
+    }
+);
 
 fn render_robot(m: &RobotMsg) -> Value {
     match *m {
@@ -436,10 +471,13 @@ impl Msg {
     }
 }
 
-/// The worked schema of SPEC.md: two parameters.
-const SCHEMA: [(&str, f32, f32, f32); 2] = [("amp", 0.0, 1.0, 0.5), ("freq", 0.5, 3.0, 1.5)];
+/// One declared parameter: name, min, max, default.
+type Param = (&'static str, f32, f32, f32);
 
-fn schema_hash(params: &[(&str, f32, f32, f32)]) -> u32 {
+/// The worked schema of SPEC.md: two parameters.
+const SCHEMA: [Param; 2] = [("amp", 0.0, 1.0, 0.5), ("freq", 0.5, 3.0, 1.5)];
+
+fn schema_hash(params: &[Param]) -> u32 {
     let mut h = SchemaHasher::new();
     for &(name, min, max, default) in params {
         h.add(name, min, max, default);
@@ -464,7 +502,7 @@ fn max_values() -> ParamValues {
 /// ends with a 0xFF block followed by a lone 0x01 code (see SPEC.md, COBS). Found by scanning
 /// sequence numbers until the CRC has no zero byte.
 fn cobs_edge_case() -> (u16, HostMsg) {
-    let mut v = [1.5f32; 63];
+    let mut v = [1.1f32; 63]; // 0x3f8ccccd: no zero byte
     v[0] = f32::from_bits(0x3F80_0001); // bytes 01 00 80 3f: the frame's only zero at offset 5
     let msg = HostMsg::SetParams { values: values(&v) };
     for seq in 0x0101u16.. {
@@ -482,8 +520,20 @@ fn cobs_edge_case() -> (u16, HostMsg) {
 fn golden() -> Vec<(String, u16, Msg)> {
     let mut v: Vec<(String, u16, Msg)> = Vec::new();
     let mut host = |name: &str, seq: u16, m: HostMsg| v.push((name.into(), seq, Msg::Host(m)));
-    host("hello", 1, HostMsg::Hello { protocol_version: 1 });
-    host("hello_future_version", 1, HostMsg::Hello { protocol_version: 2 });
+    host(
+        "hello",
+        1,
+        HostMsg::Hello {
+            protocol_version: 1,
+        },
+    );
+    host(
+        "hello_future_version",
+        1,
+        HostMsg::Hello {
+            protocol_version: 2,
+        },
+    );
     host("get_param_info", 2, HostMsg::GetParamInfo { index: 0 });
     host("get_param_info_1", 3, HostMsg::GetParamInfo { index: 1 });
     host(
@@ -493,7 +543,13 @@ fn golden() -> Vec<(String, u16, Msg)> {
             values: values(&[0.75, 3.5]),
         },
     );
-    host("set_params_empty", 6, HostMsg::SetParams { values: values(&[]) });
+    host(
+        "set_params_empty",
+        6,
+        HostMsg::SetParams {
+            values: values(&[]),
+        },
+    );
     host(
         "set_params_nan",
         7,
@@ -524,7 +580,11 @@ fn golden() -> Vec<(String, u16, Msg)> {
     host("estop", 11, HostMsg::EStop);
     host("clear_estop", 12, HostMsg::ClearEStop);
     host("heartbeat", 7, HostMsg::Heartbeat { host_time_ms: 1500 });
-    host("heartbeat_seq_ffff", 0xFFFF, HostMsg::Heartbeat { host_time_ms: 0 });
+    host(
+        "heartbeat_seq_ffff",
+        0xFFFF,
+        HostMsg::Heartbeat { host_time_ms: 0 },
+    );
     host(
         "heartbeat_seq_0_after_wrap",
         0,
@@ -565,7 +625,7 @@ fn golden() -> Vec<(String, u16, Msg)> {
             },
         );
     }
-    let long = "Schrittlänge_vorn_rechts";
+    let long = "Schrittlänge_vorn_links";
     assert_eq!(long.len(), MAX_NAME_LEN);
     robot(
         "param_info_name_24_bytes",
@@ -574,8 +634,8 @@ fn golden() -> Vec<(String, u16, Msg)> {
             ack_seq: 4,
             index: 63,
             name: Name::new(long).unwrap(),
-            min: -3.1415927,
-            max: 3.1415927,
+            min: -PI,
+            max: PI,
             default: -0.0,
         },
     );
@@ -1007,11 +1067,11 @@ fn render_corrupted_file() -> String {
 }
 
 fn render_schema_file() -> String {
-    let cases: Vec<(&str, &[(&str, f32, f32, f32)])> = vec![
+    let cases: Vec<(&str, &[Param])> = vec![
         ("empty", &[]),
         ("first_param_only", &SCHEMA[..1]),
         ("spec_example", &SCHEMA),
-        ("utf8_name", &[("Schrittlänge_vorn_rechts", -3.1415927, 3.1415927, -0.0)]),
+        ("utf8_name", &[("Schrittlänge_vorn_links", -PI, PI, -0.0)]),
     ];
     let items: Vec<Vec<(&str, Value)>> = cases
         .into_iter()
@@ -1073,10 +1133,20 @@ fn check_file(file: &str, generated: String) {
     );
 }
 
+/// The committed file (or, while regenerating, the generator's output, so tests running in
+/// parallel with the rewrite do not race it).
 fn load(file: &str) -> Value {
     let path = vectors_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = if regen() {
+        match file {
+            "frames.json" => render_frames_file(),
+            "corrupted.json" => render_corrupted_file(),
+            _ => render_schema_file(),
+        }
+    } else {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    };
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
@@ -1105,10 +1175,17 @@ fn every_golden_frame_decodes_and_encodes_exactly() {
 
         // Framing per SPEC.md, independently of the crate.
         assert_eq!(wire.last(), Some(&0), "{name}: ends with the delimiter");
-        assert!(!wire[..wire.len() - 1].contains(&0), "{name}: no 0x00 inside");
+        assert!(
+            !wire[..wire.len() - 1].contains(&0),
+            "{name}: no 0x00 inside"
+        );
         assert!(wire.len() <= MAX_FRAME, "{name}: at most MAX_FRAME bytes");
         assert_eq!(spec_cobs_decode(&wire).as_ref(), Some(&raw), "{name}: COBS");
-        assert_eq!(spec_cobs_encode(&raw), wire, "{name}: COBS encoding is canonical");
+        assert_eq!(
+            spec_cobs_encode(&raw),
+            wire,
+            "{name}: COBS encoding is canonical"
+        );
         let (body, crc) = raw.split_at(raw.len() - 4);
         assert_eq!(
             spec_crc32(body).to_le_bytes(),
@@ -1186,7 +1263,12 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
     ] {
         assert!(has("robot", "type", t), "no robot {t} vector");
     }
-    for c in ["InvalidState", "EStopLatched", "WrongParamCount", "BadParamIndex"] {
+    for c in [
+        "InvalidState",
+        "EStopLatched",
+        "WrongParamCount",
+        "BadParamIndex",
+    ] {
         assert!(has("robot", "code", c), "no Nack {c}");
     }
     for c in ["UnsupportedVersion", "NoParams", "NotReady", "NotFinite"] {
@@ -1195,7 +1277,14 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
     for c in ["Completed", "Aborted", "SafetyTrip", "EStopped"] {
         assert!(has("robot", "status", c), "no EpisodeEnd {c}");
     }
-    for c in ["Roll", "Pitch", "BodyHeight", "JointTemperature", "MotorFault", "Watchdog"] {
+    for c in [
+        "Roll",
+        "Pitch",
+        "BodyHeight",
+        "JointTemperature",
+        "MotorFault",
+        "Watchdog",
+    ] {
         assert!(has("robot", "reason", c), "no SafetyTrip {c}");
     }
     for c in ["Idle", "Resetting", "Ready", "Running", "Stopped"] {
@@ -1203,9 +1292,9 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
     }
     assert!(frames.iter().any(|f| f["seq"] == 0xFFFF));
     assert!(frames.iter().any(|f| f["message"]["reward"] == "NaN"));
-    assert!(frames
-        .iter()
-        .any(|f| f["message"]["values"].as_array().is_some_and(|v| v.len() == 64)));
+    assert!(frames.iter().any(|f| f["message"]["values"]
+        .as_array()
+        .is_some_and(|v| v.len() == 64)));
     assert!(frames.iter().any(|f| f["message"]["name"]
         .as_str()
         .is_some_and(|n| n.len() == MAX_NAME_LEN)));
@@ -1245,7 +1334,10 @@ fn every_corrupted_frame_is_rejected_with_its_error() {
             }
         }
         if expected == "Empty" {
-            assert!(results.is_empty(), "{name}: a lone delimiter yields nothing");
+            assert!(
+                results.is_empty(),
+                "{name}: a lone delimiter yields nothing"
+            );
         } else {
             assert_eq!(results, vec![Err(expected.to_string())], "{name}");
         }
@@ -1295,7 +1387,10 @@ fn spec_framing_agrees_with_the_crate_on_known_inputs() {
     let cases: [(&[u8], &[u8]); 5] = [
         (&[], &[0x01, 0x00]),
         (&[0x00], &[0x01, 0x01, 0x00]),
-        (&[0x11, 0x22, 0x00, 0x33], &[0x03, 0x11, 0x22, 0x02, 0x33, 0x00]),
+        (
+            &[0x11, 0x22, 0x00, 0x33],
+            &[0x03, 0x11, 0x22, 0x02, 0x33, 0x00],
+        ),
         (&[0x11, 0x00, 0x00], &[0x02, 0x11, 0x01, 0x01, 0x00]),
         (&[0x08, 0x07, 0x00], &[0x03, 0x08, 0x07, 0x01, 0x00]),
     ];
@@ -1307,5 +1402,8 @@ fn spec_framing_agrees_with_the_crate_on_known_inputs() {
     }
     let block: Vec<u8> = vec![0x01; 254];
     let wire = spec_cobs_encode(&block);
-    assert_eq!((wire[0], wire[255], wire[256], wire.len()), (0xFF, 0x01, 0x00, 257));
+    assert_eq!(
+        (wire[0], wire[255], wire[256], wire.len()),
+        (0xFF, 0x01, 0x00, 257)
+    );
 }

@@ -217,6 +217,7 @@ impl Sender {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one frame in flight per message; no need to box
 enum Incoming {
     Frame(Frame<RobotMsg>),
     Bad(DecodeError),
@@ -350,6 +351,11 @@ impl RobotLink {
                 "firmware speaks protocol version {protocol_version}, this gaittune speaks {PROTOCOL_VERSION}; update one of them"
             )));
         }
+        if watchdog_ms == 0 {
+            return Err(self.protocol(
+                "declares a watchdog of 0 ms: a firmware without a host watchdog is not safe to tune on".into(),
+            ));
+        }
         if param_count as usize > MAX_PARAMS {
             return Err(self.protocol(format!(
                 "declares {param_count} parameters, more than the protocol's {MAX_PARAMS}"
@@ -417,7 +423,7 @@ impl RobotLink {
             step_period_us,
         };
         self.start_heartbeats(Duration::from_millis(
-            (watchdog_ms as u64 / 4).clamp(20, 500),
+            (watchdog_ms as u64 / 4).clamp(1, 500),
         ));
         self.info = Some(info.clone());
         Ok(info)

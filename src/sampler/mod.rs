@@ -12,17 +12,29 @@ mod random;
 pub use random::RandomSampler;
 
 use crate::space::{Params, SearchSpace};
-use crate::trial::FrozenTrial;
+use crate::trial::{Direction, FrozenTrial};
+
+/// What a sampler is asked: parameters for one new trial of a study.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRequest<'a> {
+    /// The search space.
+    pub space: &'a SearchSpace,
+    /// Every trial of the study so far, in number order, whatever its state.
+    pub history: &'a [FrozenTrial],
+    /// Whether larger or smaller values are better.
+    pub direction: Direction,
+    /// The number the new trial will get.
+    pub trial_number: u64,
+}
 
 /// Chooses parameters for new trials.
 pub trait Sampler: Send {
     /// Short name, e.g. `random`.
     fn name(&self) -> &str;
 
-    /// Proposes parameters (internal representation, every parameter of `space`, each a
-    /// valid value) for trial `trial_number`, given every trial of the study so far.
-    fn sample(&mut self, space: &SearchSpace, history: &[FrozenTrial], trial_number: u64)
-        -> Params;
+    /// Proposes parameters (internal representation, every parameter of the space, each a
+    /// valid value) for the requested trial, given every trial of the study so far.
+    fn sample(&mut self, request: &SampleRequest<'_>) -> Params;
 
     /// Called after a trial finished (complete, pruned or failed), with its stored state.
     /// Samplers that keep incremental state update it here; the default ignores it.
@@ -32,14 +44,49 @@ pub trait Sampler: Send {
 /// The sampler kinds [`from_kind`] knows.
 pub const KINDS: &[&str] = &["random"];
 
-/// Builds a sampler by its config name (`[sampler] kind`).
-pub fn from_kind(kind: &str, seed: u64) -> Result<Box<dyn Sampler>, String> {
+/// Builds a sampler by its config name (`[sampler] kind`), with its options table
+/// (`[sampler.<kind>]`, e.g. `[sampler.tpe]`) if the config has one. Each sampler parses its
+/// own options and refuses unknown keys.
+pub fn build(kind: &str, seed: u64, options: Option<&toml::Table>) -> Result<Box<dyn Sampler>, String> {
     match kind {
-        "random" => Ok(Box::new(RandomSampler::new(seed))),
+        "random" => {
+            no_options(kind, options)?;
+            Ok(Box::new(RandomSampler::new(seed)))
+        }
         other => Err(format!(
             "unknown sampler kind {other:?}; available: {}",
             KINDS.join(", ")
         )),
+    }
+}
+
+/// Builds a sampler by kind with default options.
+pub fn from_kind(kind: &str, seed: u64) -> Result<Box<dyn Sampler>, String> {
+    build(kind, seed, None)
+}
+
+fn no_options(kind: &str, options: Option<&toml::Table>) -> Result<(), String> {
+    match options {
+        Some(t) if !t.is_empty() => Err(format!(
+            "sampler.{kind} takes no options (got: {})",
+            t.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Parses a sampler's options table into its options struct (which should use
+/// `#[serde(deny_unknown_fields, default)]`); errors name the table.
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    kind: &str,
+    options: Option<&toml::Table>,
+) -> Result<T, String> {
+    match options {
+        None => Ok(T::default()),
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| format!("sampler.{kind}: {e}")),
     }
 }
 

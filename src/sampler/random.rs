@@ -1,9 +1,8 @@
 //! Uniform random search: the baseline every other sampler must beat, and the start-up
 //! phase of model-based samplers.
 
-use super::{Sampler, TrialRng};
+use super::{SampleRequest, Sampler, TrialRng};
 use crate::space::{Distribution, Params, SearchSpace};
-use crate::trial::FrozenTrial;
 
 /// Samples every parameter independently and uniformly in its internal space: log-uniform
 /// for log scales, uniformly over the grid points for stepped floats and ints, a uniform
@@ -74,14 +73,10 @@ impl Sampler for RandomSampler {
         "random"
     }
 
-    fn sample(
-        &mut self,
-        space: &SearchSpace,
-        _history: &[FrozenTrial],
-        trial_number: u64,
-    ) -> Params {
-        let mut rng = TrialRng::for_trial(self.seed, trial_number, 0);
-        space
+    fn sample(&mut self, request: &SampleRequest<'_>) -> Params {
+        let mut rng = TrialRng::for_trial(self.seed, request.trial_number, 0);
+        request
+            .space
             .iter()
             .map(|(name, dist)| (name.to_string(), sample_distribution(dist, &mut rng)))
             .collect()
@@ -91,6 +86,16 @@ impl Sampler for RandomSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trial::Direction;
+
+    fn req(space: &SearchSpace, trial_number: u64) -> SampleRequest<'_> {
+        SampleRequest {
+            space,
+            history: &[],
+            direction: Direction::Maximize,
+            trial_number,
+        }
+    }
     use crate::space::Choice;
 
     fn space() -> SearchSpace {
@@ -159,7 +164,7 @@ mod tests {
         let s = space();
         let mut sampler = RandomSampler::new(42);
         let n = 3000;
-        let draws: Vec<Params> = (0..n).map(|t| sampler.sample(&s, &[], t)).collect();
+        let draws: Vec<Params> = (0..n).map(|t| sampler.sample(&req(&s, t))).collect();
         for p in &draws {
             s.check_params(p).unwrap();
         }
@@ -193,11 +198,11 @@ mod tests {
         let s = space();
         let mut a = RandomSampler::new(1);
         let mut b = RandomSampler::new(1);
-        let forward: Vec<Params> = (0..20).map(|t| a.sample(&s, &[], t)).collect();
-        let backward: Vec<Params> = (0..20).rev().map(|t| b.sample(&s, &[], t)).collect();
+        let forward: Vec<Params> = (0..20).map(|t| a.sample(&req(&s, t))).collect();
+        let backward: Vec<Params> = (0..20).rev().map(|t| b.sample(&req(&s, t))).collect();
         assert_eq!(forward, backward.into_iter().rev().collect::<Vec<_>>());
         assert_ne!(forward[0], forward[1]);
-        let other = RandomSampler::new(2).sample(&s, &[], 0);
+        let other = RandomSampler::new(2).sample(&req(&s, 0));
         assert_ne!(forward[0], other);
     }
 
@@ -224,7 +229,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let p = RandomSampler::new(0).sample(&s, &[], 3);
+        let p = RandomSampler::new(0).sample(&req(&s, 3));
         assert_eq!((p["a"], p["b"]), (2.0, 5.0));
     }
 }

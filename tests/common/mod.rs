@@ -57,6 +57,18 @@ impl Workdir {
             .expect("run gaittune")
     }
 
+    /// `gaittune run CONFIG [args]` with extra environment variables, waited for.
+    pub fn run_env(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(bin())
+            .arg("run")
+            .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run gaittune")
+    }
+
     /// `gaittune run CONFIG` in the background.
     pub fn spawn_run(&self, config: &Path) -> Child {
         Command::new(bin())
