@@ -303,7 +303,10 @@ impl Config {
 
     /// The options table of the selected sampler, `[sampler.<kind>]`, if present.
     pub fn sampler_options(&self) -> Option<&toml::Table> {
-        self.sampler.options.get(&self.sampler.kind).and_then(|v| v.as_table())
+        self.sampler
+            .options
+            .get(&self.sampler.kind)
+            .and_then(|v| v.as_table())
     }
 
     /// Whether the daemon should start the simulated robot itself.
@@ -365,13 +368,19 @@ high = 3.0
 
     #[test]
     fn missing_file_says_so() {
-        let e = Config::load(Path::new("/nonexistent/x.toml")).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/x.toml") && e.contains("cannot read"), "{e}");
+        let e = Config::load(Path::new("/nonexistent/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/x.toml") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     #[test]
     fn sim_table_needs_sim_device() {
-        let text = GOOD.replace("device = \"sim\"", "device = \"/dev/ttyUSB0\"") + "[sim]\nseed = 3\n";
+        let text =
+            GOOD.replace("device = \"sim\"", "device = \"/dev/ttyUSB0\"") + "[sim]\nseed = 3\n";
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("[sim]"), "{e}");
     }
@@ -379,7 +388,9 @@ high = 3.0
     #[test]
     fn shipped_configs_parse() {
         for name in ["sim-quadruped.toml", "robot-example.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join(name);
             Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
     }

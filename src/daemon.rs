@@ -70,15 +70,15 @@ pub fn run(
     rt.block_on(run_async(config, interrupts, release_latch))
 }
 
-async fn run_async(config: Config, interrupts: Interrupts, release_latch: bool) -> Result<RunOutcome> {
+async fn run_async(
+    config: Config,
+    interrupts: Interrupts,
+    release_latch: bool,
+) -> Result<RunOutcome> {
     let storage = storage::open(&config.study.storage)
         .with_context(|| format!("opening storage {}", config.study.storage))?;
     let sampler_seed = config.sampler.seed.unwrap_or(config.study.seed);
-    let sampler = sampler::build(
-        &config.sampler.kind,
-        sampler_seed,
-        config.sampler_options(),
-    )
+    let sampler = sampler::build(&config.sampler.kind, sampler_seed, config.sampler_options())
         .map_err(|e| anyhow!("{}: sampler.kind: {e}", config.path.display()))?;
     let mut study = Study::create_or_load(
         storage,
@@ -149,13 +149,22 @@ async fn run_async(config: Config, interrupts: Interrupts, release_latch: bool) 
 fn count_finished(trials: &[FrozenTrial]) -> u64 {
     trials
         .iter()
-        .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned | TrialState::Fail))
+        .filter(|t| {
+            matches!(
+                t.state,
+                TrialState::Complete | TrialState::Pruned | TrialState::Fail
+            )
+        })
         .count() as u64
 }
 
 /// Refuses a search space that leaves the firmware's declared limits, naming the parameter
 /// and both ranges.
-pub fn check_space_against_firmware(space: &SearchSpace, info: &RobotInfo, config: &Config) -> Result<()> {
+pub fn check_space_against_firmware(
+    space: &SearchSpace,
+    info: &RobotInfo,
+    config: &Config,
+) -> Result<()> {
     let declared: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
     for name in space.names() {
         let Some(decl) = info.params.iter().find(|p| p.name == name) else {
@@ -276,7 +285,9 @@ impl TrialRunner<'_> {
             );
             match self.run_trial(study, trial.number, &trial.params).await {
                 Ok(end) => self.print_end(study, trial.number, &end, started)?,
-                Err(Stop::Interrupted) => return self.stop_interrupted(study, Some(trial.number)).await,
+                Err(Stop::Interrupted) => {
+                    return self.stop_interrupted(study, Some(trial.number)).await
+                }
                 Err(Stop::Link(e)) => {
                     // The robot may still be moving if only our side of the line failed.
                     global_slot().fire();
@@ -295,7 +306,11 @@ impl TrialRunner<'_> {
         }
     }
 
-    async fn stop_interrupted(&mut self, study: &mut Study, in_flight: Option<u64>) -> Result<RunOutcome> {
+    async fn stop_interrupted(
+        &mut self,
+        study: &mut Study,
+        in_flight: Option<u64>,
+    ) -> Result<RunOutcome> {
         // The handler already sent one EStop; this one waits for the robot's acknowledgement
         // so we exit knowing the motors are stopped.
         match tokio::time::timeout(Duration::from_secs(2), self.link.estop()).await {
@@ -311,15 +326,25 @@ impl TrialRunner<'_> {
         Ok(RunOutcome::Interrupted)
     }
 
-    fn print_end(&self, study: &Study, number: u64, end: &TrialEnd, started: Instant) -> Result<()> {
+    fn print_end(
+        &self,
+        study: &Study,
+        number: u64,
+        end: &TrialEnd,
+        started: Instant,
+    ) -> Result<()> {
         let best = study
             .best_trial()?
             .map(|b| format!("best {:.4} (#{})", b.value.unwrap_or(f64::NAN), b.number))
             .unwrap_or_else(|| "best -".into());
         let secs = started.elapsed().as_secs_f64();
         match end {
-            TrialEnd::Complete(v) => println!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)"),
-            TrialEnd::Unsafe(why) => println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)"),
+            TrialEnd::Complete(v) => {
+                println!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)")
+            }
+            TrialEnd::Unsafe(why) => {
+                println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
+            }
         }
         Ok(())
     }
@@ -336,13 +361,20 @@ impl TrialRunner<'_> {
     }
 
     fn episode_seed(&self, number: u64, episode: u32) -> u64 {
-        let mut x = self.config.study.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((episode as u64) << 48);
+        let mut x = self.config.study.seed
+            ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ ((episode as u64) << 48);
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^ (x >> 31)
     }
 
-    async fn run_trial(&mut self, study: &mut Study, number: u64, params: &Params) -> Result<TrialEnd, Stop> {
+    async fn run_trial(
+        &mut self,
+        study: &mut Study,
+        number: u64,
+        params: &Params,
+    ) -> Result<TrialEnd, Stop> {
         let values = self.firmware_values(study.space(), params);
         let applied = match or_interrupt!(self, self.link.set_params(&values)) {
             Err(LinkError::Nack {
@@ -362,7 +394,11 @@ impl TrialRunner<'_> {
             other => other?,
         };
         if !applied.clamped.is_empty() {
-            let names: Vec<&str> = applied.clamped.iter().map(|&i| self.info.params[i].name.as_str()).collect();
+            let names: Vec<&str> = applied
+                .clamped
+                .iter()
+                .map(|&i| self.info.params[i].name.as_str())
+                .collect();
             tracing::warn!("trial {number}: the firmware clamped {}", names.join(", "));
             study.set_attr(number, "clamped", serde_json::json!(names))?;
         }
@@ -377,14 +413,22 @@ impl TrialRunner<'_> {
         for episode in 0..episodes {
             or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
             let seed = self.episode_seed(number, episode);
-            or_interrupt!(self, self.link.start_episode(number as u32, episode as u16, max_steps, seed))?;
+            or_interrupt!(
+                self,
+                self.link
+                    .start_episode(number as u32, episode as u16, max_steps, seed)
+            )?;
             let mut firmware_trip: Option<String> = None;
             loop {
                 let event = or_interrupt!(self, self.link.next_event())?;
                 match event {
                     RobotEvent::Step(step) => {
                         if step.trial != number as u32 || step.episode != episode as u16 {
-                            tracing::debug!("stale step of trial {} episode {}", step.trial, step.episode);
+                            tracing::debug!(
+                                "stale step of trial {} episode {}",
+                                step.trial,
+                                step.episode
+                            );
                             continue;
                         }
                         if self.failpoint.panic_at_step == Some(step.step) {
@@ -392,8 +436,9 @@ impl TrialRunner<'_> {
                         }
                         if let Some(v) = self.config.safety.check(&step) {
                             // Stop the robot before anything else, the storage write included.
-                            self.link.sender().estop().map_err(|e| {
-                                LinkError::Lost { device: self.link.device().to_string(), reason: format!("EStop write failed: {e}") }
+                            self.link.sender().estop().map_err(|e| LinkError::Lost {
+                                device: self.link.device().to_string(),
+                                reason: format!("EStop write failed: {e}"),
                             })?;
                             return self.finish_unsafe(study, number, v, last_report).await;
                         }
@@ -405,27 +450,49 @@ impl TrialRunner<'_> {
                             last_report = Some(projected);
                         }
                     }
-                    RobotEvent::SafetyTrip { step, reason, value, .. } => {
+                    RobotEvent::SafetyTrip {
+                        step,
+                        reason,
+                        value,
+                        ..
+                    } => {
                         firmware_trip = Some(format!("firmware safety trip {reason:?} (value {value:.3}) at episode {episode} step {step}"));
                     }
-                    RobotEvent::EpisodeEnd { trial, episode: ep, episode_return, steps, status } => {
+                    RobotEvent::EpisodeEnd {
+                        trial,
+                        episode: ep,
+                        episode_return,
+                        steps,
+                        status,
+                    } => {
                         if trial != number as u32 || ep != episode as u16 {
                             continue;
                         }
-                        study.add_episode(number, EpisodeRecord {
-                            episode,
-                            episode_return: episode_return as f64,
-                            steps,
-                            status: format!("{status:?}"),
-                        })?;
+                        study.add_episode(
+                            number,
+                            EpisodeRecord {
+                                episode,
+                                episode_return: episode_return as f64,
+                                steps,
+                                status: format!("{status:?}"),
+                            },
+                        )?;
                         match status {
                             EpisodeStatus::Completed => {
                                 returns.push(episode_return as f64);
                                 break;
                             }
                             EpisodeStatus::SafetyTrip => {
-                                let why = firmware_trip.take().unwrap_or_else(|| format!("firmware safety trip at episode {episode} step {steps}"));
-                                study.set_attr(number, "unsafe", serde_json::json!({ "source": "firmware", "detail": why }))?;
+                                let why = firmware_trip.take().unwrap_or_else(|| {
+                                    format!(
+                                        "firmware safety trip at episode {episode} step {steps}"
+                                    )
+                                });
+                                study.set_attr(
+                                    number,
+                                    "unsafe",
+                                    serde_json::json!({ "source": "firmware", "detail": why }),
+                                )?;
                                 study.prune(number, PRUNE_UNSAFE, last_report)?;
                                 self.release_estop().await?;
                                 return Ok(TrialEnd::Unsafe(why));
@@ -436,7 +503,9 @@ impl TrialRunner<'_> {
                                 )));
                             }
                             EpisodeStatus::Aborted => {
-                                return Err(Stop::Other(anyhow!("the robot aborted episode {episode} on its own")));
+                                return Err(Stop::Other(anyhow!(
+                                    "the robot aborted episode {episode} on its own"
+                                )));
                             }
                         }
                     }
@@ -448,7 +517,13 @@ impl TrialRunner<'_> {
         Ok(TrialEnd::Complete(value))
     }
 
-    async fn finish_unsafe(&mut self, study: &mut Study, number: u64, v: Violation, last_report: Option<f64>) -> Result<TrialEnd, Stop> {
+    async fn finish_unsafe(
+        &mut self,
+        study: &mut Study,
+        number: u64,
+        v: Violation,
+        last_report: Option<f64>,
+    ) -> Result<TrialEnd, Stop> {
         // Acknowledged stop (the frame above went out already; EStop is idempotent).
         or_interrupt!(self, self.link.estop())?;
         study.set_attr(
@@ -459,7 +534,8 @@ impl TrialRunner<'_> {
         )?;
         study.prune(number, PRUNE_UNSAFE, last_report)?;
         // Drain the stopped episode's end so it does not leak into the next trial.
-        let drain_until = Instant::now() + Duration::from_millis(self.config.robot.silence_timeout_ms);
+        let drain_until =
+            Instant::now() + Duration::from_millis(self.config.robot.silence_timeout_ms);
         while Instant::now() < drain_until {
             match or_interrupt!(self, self.link.next_event())? {
                 RobotEvent::EpisodeEnd { .. } => break,
@@ -479,9 +555,21 @@ impl TrialRunner<'_> {
 fn format_params(space: &SearchSpace, params: &Params) -> String {
     params
         .iter()
-        .map(|(k, &v)| format!("{k}={}", space.external(k, v)))
+        .map(|(k, &v)| format!("{k}={}", short(&space.external(k, v))))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A parameter value for a progress line: floats at four significant digits.
+fn short(value: &serde_json::Value) -> String {
+    match value.as_f64() {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
+        Some(x) if !value.is_i64() && !value.is_u64() => {
+            let digits = (4 - 1 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+            format!("{x:.digits$}")
+        }
+        _ => value.to_string(),
+    }
 }
 
 fn print_summary(study: &Study) -> Result<()> {
@@ -497,7 +585,11 @@ fn print_summary(study: &Study) -> Result<()> {
     );
     match study.best_trial()? {
         Some(best) => {
-            println!("best trial {}: value {:.4}", best.number, best.value.unwrap_or(f64::NAN));
+            println!(
+                "best trial {}: value {:.4}",
+                best.number,
+                best.value.unwrap_or(f64::NAN)
+            );
             for (name, &v) in &best.params {
                 println!("  {name} = {}", study.space().external(name, v));
             }
@@ -516,7 +608,8 @@ struct SimProcess {
 impl SimProcess {
     fn spawn(config: &Config) -> Result<SimProcess> {
         use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe().context("finding the gaittune executable to start the simulated robot")?;
+        let exe = std::env::current_exe()
+            .context("finding the gaittune executable to start the simulated robot")?;
         let sim = &config.sim;
         let mut cmd = Command::new(exe);
         cmd.arg("sim")
@@ -535,7 +628,9 @@ impl SimProcess {
         if let Some(log) = &sim.event_log {
             cmd.arg("--event-log").arg(log);
         }
-        let mut child = cmd.spawn().context("starting the simulated robot (gaittune sim)")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting the simulated robot (gaittune sim)")?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -16,6 +16,7 @@ pub mod export;
 pub mod robot;
 pub mod safety;
 pub mod sampler;
+pub mod sim;
 pub mod space;
 pub mod storage;
 pub mod study;

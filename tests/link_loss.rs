@@ -63,6 +63,45 @@ fn a_daemon_killed_mid_episode_trips_the_robots_watchdog() {
         "the robot's watchdog to stop the motors",
         || !named(&w.events(), "watchdog").is_empty(),
     );
+
+    // The robot stays latched: a new run refuses to move it without the operator's word.
+    let config = hand_config(&w, &sim.device, 2, 50);
+    let out = w.run(&config, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("latched") && stderr.contains("--release-latch"),
+        "{stderr}"
+    );
+    let out = w.run(&config, &["--release-latch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trials = w.export("it");
+    assert!(
+        in_state(&trials, "RUNNING").is_empty() && in_state(&trials, "WAITING").is_empty(),
+        "{trials:?}"
+    );
+    drop(sim);
+}
+
+#[test]
+fn a_panic_mid_episode_sends_estop() {
+    let w = Workdir::new();
+    let log = w.event_log();
+    let sim = HandSim::start(&["--step-delay-ms", "2", "--event-log", log.to_str().unwrap()]);
+    let config = hand_config(&w, &sim.device, 3, 200);
+    let out = w.run_env(&config, &[], &[("GAITTUNE_FAILPOINT", "panic-at-step:50")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"));
+    wait_for(Duration::from_secs(5), "the robot to receive EStop", || {
+        !named(&w.events(), "estop").is_empty()
+    });
+    let events = w.events();
+    let estop = named(&events, "estop")[0];
+    assert!(estop["step"].as_u64().unwrap() >= 50, "{estop}");
     drop(sim);
 }
 

@@ -77,8 +77,12 @@ where
                 break;
             }
             for &b in &buf[..n] {
-                let Some(Ok(bytes)) = acc.push(b) else { continue };
-                let Ok(frame) = decode::<HostMsg>(bytes) else { continue };
+                let Some(Ok(bytes)) = acc.push(b) else {
+                    continue;
+                };
+                let Ok(frame) = decode::<HostMsg>(bytes) else {
+                    continue;
+                };
                 if matches!(frame.msg, HostMsg::Heartbeat { .. }) {
                     continue;
                 }
@@ -100,7 +104,10 @@ fn frame(msg: &RobotMsg) -> Vec<u8> {
 }
 
 /// Answers the handshake honestly (or with `hash`), and SetParams through `on_set`.
-fn honest(hash: u32, on_set: fn(u16, &[f32]) -> RobotMsg) -> impl FnMut(&Frame<HostMsg>) -> Vec<u8> {
+fn honest(
+    hash: u32,
+    on_set: fn(u16, &[f32]) -> RobotMsg,
+) -> impl FnMut(&Frame<HostMsg>) -> Vec<u8> {
     move |f| match f.msg {
         HostMsg::Hello { .. } => frame(&info(f.seq, hash)),
         HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
@@ -160,7 +167,10 @@ async fn an_unreported_change_in_the_echo_is_caught() {
     let mut link = RobotLink::open(&path, 115_200, settings()).await.unwrap();
     link.handshake().await.unwrap();
     let err = link.set_params(&[2.0, 30.0]).await.unwrap_err().to_string();
-    assert!(err.contains("freq_hz") && err.contains("did not report a clamp"), "{err}");
+    assert!(
+        err.contains("freq_hz") && err.contains("did not report a clamp"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +206,10 @@ async fn a_silent_robot_is_named_in_the_error() {
     let (path, _) = fake_firmware(|_| Vec::new());
     let mut link = RobotLink::open(&path, 115_200, settings()).await.unwrap();
     let err = link.handshake().await.unwrap_err();
-    assert!(matches!(err, LinkError::NoResponse { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, LinkError::NoResponse { attempts: 3, .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(text.contains(&path) && text.contains("Hello"), "{text}");
 }

@@ -47,7 +47,11 @@ pub const KINDS: &[&str] = &["random"];
 /// Builds a sampler by its config name (`[sampler] kind`), with its options table
 /// (`[sampler.<kind>]`, e.g. `[sampler.tpe]`) if the config has one. Each sampler parses its
 /// own options and refuses unknown keys.
-pub fn build(kind: &str, seed: u64, options: Option<&toml::Table>) -> Result<Box<dyn Sampler>, String> {
+pub fn build(
+    kind: &str,
+    seed: u64,
+    options: Option<&toml::Table>,
+) -> Result<Box<dyn Sampler>, String> {
     match kind {
         "random" => {
             no_options(kind, options)?;

@@ -2,7 +2,7 @@
 //! phase of model-based samplers.
 
 use super::{SampleRequest, Sampler, TrialRng};
-use crate::space::{Distribution, Params, SearchSpace};
+use crate::space::{Distribution, Params};
 
 /// Samples every parameter independently and uniformly in its internal space: log-uniform
 /// for log scales, uniformly over the grid points for stepped floats and ints, a uniform
@@ -86,6 +86,7 @@ impl Sampler for RandomSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space::SearchSpace;
     use crate::trial::Direction;
 
     fn req(space: &SearchSpace, trial_number: u64) -> SampleRequest<'_> {
