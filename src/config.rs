@@ -109,6 +109,14 @@ pub struct RobotConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
+    /// Which simulated robot: `synthetic` (analytic landscape, fast, for tests) or
+    /// `physics` (a rigid-body quadruped).
+    #[serde(default = "default_sim_model")]
+    pub model: String,
+    /// Extra command-line arguments passed to `gaittune sim` as they are (e.g.
+    /// `["--full-params"]`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
     /// Robot seed (per-robot variation).
     #[serde(default = "default_one_u64")]
     pub seed: u64,
@@ -131,6 +139,8 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
+            model: default_sim_model(),
+            extra_args: Vec::new(),
             seed: 1,
             noise: default_noise(),
             step_delay_ms: 0.0,
@@ -210,6 +220,9 @@ fn default_silence_timeout() -> u64 {
 }
 fn default_ready_timeout() -> u64 {
     30_000
+}
+fn default_sim_model() -> String {
+    "synthetic".into()
 }
 fn default_noise() -> f64 {
     1.0

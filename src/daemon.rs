@@ -628,6 +628,10 @@ impl SimProcess {
         if let Some(log) = &sim.event_log {
             cmd.arg("--event-log").arg(log);
         }
+        if sim.model != "synthetic" {
+            cmd.args(["--model", &sim.model]);
+        }
+        cmd.args(&sim.extra_args);
         let mut child = cmd
             .spawn()
             .context("starting the simulated robot (gaittune sim)")?;
