@@ -56,6 +56,10 @@ pub struct StudyConfig {
     /// Master seed: episode seeds and the sampler's default seed derive from it.
     #[serde(default)]
     pub seed: u64,
+    /// Enqueue the firmware's default parameters as trial 0 of a new study (the baseline
+    /// every later trial is compared with).
+    #[serde(default = "default_true")]
+    pub baseline: bool,
 }
 
 /// `[sampler]`.
@@ -188,6 +192,9 @@ struct RawConfig {
     space: toml::Table,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_storage() -> String {
     "sqlite:gaittune.db".into()
 }

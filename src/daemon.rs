@@ -128,6 +128,16 @@ async fn run_async(
     );
     check_space_against_firmware(&config.space, &info, &config)?;
     study.set_study_attr("robot", serde_json::to_value(&info)?)?;
+    if config.study.baseline && study.trials()?.is_empty() {
+        match baseline_params(study.space(), &info) {
+            Ok(params) => {
+                let number = study.enqueue(params)?;
+                study.set_attr(number, "baseline", serde_json::Value::Bool(true))?;
+                println!("trial {number} is the baseline: the firmware's default gait");
+            }
+            Err(why) => println!("no baseline trial: {why}"),
+        }
+    }
 
     let mut runner = TrialRunner {
         config: &config,
@@ -188,6 +198,34 @@ pub fn check_space_against_firmware(
         }
     }
     Ok(())
+}
+
+/// The firmware's default parameter set, expressed in the search space (for the baseline
+/// trial); an error names the first default the space cannot express.
+pub fn baseline_params(space: &SearchSpace, info: &RobotInfo) -> Result<Params, String> {
+    let mut params = Params::new();
+    for (name, dist) in space.iter() {
+        let decl = info
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| format!("the robot declares no '{name}'"))?;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
+        let internal = match dist {
+            crate::space::Distribution::Categorical { choices } => (0..choices.len())
+                .map(|i| i as f64)
+                .find(|&i| close(dist.firmware_value(i), decl.default)),
+            _ => Some(dist.snap(decl.default)).filter(|&x| close(x, decl.default)),
+        };
+        let internal = internal.ok_or_else(|| {
+            format!(
+                "the firmware default of '{name}' ({}) is not a value of space.{name}",
+                decl.default
+            )
+        })?;
+        params.insert(name.to_string(), internal);
+    }
+    Ok(params)
 }
 
 struct TrialRunner<'a> {

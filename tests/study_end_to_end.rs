@@ -19,6 +19,10 @@ fn a_whole_study_completes_and_is_exported() {
 
     let trials = w.export("it");
     assert_eq!(trials.len(), 6);
+    // Trial 0 is the baseline: the firmware's default gait.
+    assert_eq!(trials[0]["attrs"]["baseline"], true, "{}", trials[0]);
+    assert!((trials[0]["params"]["freq_hz"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    assert_eq!(trials[0]["params"]["gait"], 0.0);
     for t in &trials {
         let state = t["state"].as_str().unwrap();
         assert!(state == "COMPLETE" || state == "PRUNED", "{t}");

@@ -215,10 +215,7 @@ struct Episode<E> {
     max_steps: u32,
     steps_sent: u32,
     episode_return: f32,
-    /// When the next control step is due. A control loop that falls behind (the host
-    /// machine was busy) does not burst to catch up: each step waits a full period after the
-    /// previous one, as a real fixed-rate loop that skips missed ticks.
-    next_step_at: Duration,
+    started: Duration,
     model: E,
 }
 
@@ -407,7 +404,7 @@ impl<M: RobotModel> Firmware<M> {
 
     fn next_step_due(&self) -> Duration {
         match &self.episode {
-            Some(ep) => ep.next_step_at,
+            Some(ep) => ep.started + self.opts.step_delay * ep.steps_sent,
             None => Duration::MAX,
         }
     }
@@ -674,7 +671,7 @@ impl<M: RobotModel> Firmware<M> {
             max_steps,
             steps_sent: 0,
             episode_return: 0.0,
-            next_step_at: now,
+            started: now,
             model: self.model.start_episode(values.as_slice(), seed),
         });
         if max_steps == 0 {
@@ -763,7 +760,6 @@ impl<M: RobotModel> Firmware<M> {
         let index = ep.steps_sent;
         let t = self.model.step(&mut ep.model, index);
         ep.steps_sent += 1;
-        ep.next_step_at = now + self.opts.step_delay;
         ep.episode_return += t.reward;
         let step = Step {
             timestamp_us,
