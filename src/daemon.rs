@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use firmware_protocol::{EpisodeStatus, NackCode};
+use firmware_protocol::{EpisodeStatus, NackCode, Step};
 
 use crate::config::Config;
 use crate::control::{global_slot, Interrupts};
@@ -116,6 +116,8 @@ async fn run_async(
     };
     let mut link = RobotLink::open(&device, config.robot.baud, settings).await?;
     global_slot().arm(link.sender());
+    let envelope = config.safety.clone();
+    link.set_step_guard(Box::new(move |step| envelope.check(step).is_some()));
     let info = link.handshake().await?;
     println!(
         "robot '{}' firmware {} on {} — {} parameters, schema {:#010x}, watchdog {} ms",
@@ -252,6 +254,40 @@ impl Failpoint {
                 .strip_prefix("panic-at-step:")
                 .and_then(|n| n.parse().ok()),
         }
+    }
+}
+
+/// What the trial loop decides after each safe step of an episode.
+enum StepVerdict {
+    /// Keep going.
+    Continue,
+}
+
+/// How one episode ended.
+enum EpisodeOutcome {
+    /// Ran all its steps.
+    Completed { episode_return: f64 },
+    /// Stopped for safety (the envelope or the firmware's own limits); the robot is latched.
+    Unsafe {
+        detail: serde_json::Value,
+        summary: String,
+    },
+}
+
+/// Checks one telemetry step against the envelope; on a violation, writes EStop to the robot
+/// at once, before anything else happens. This is the whole reaction path, shared by the trial
+/// loop and the latency benchmark.
+pub fn guard_step(
+    envelope: &crate::safety::SafetyEnvelope,
+    sender: &crate::robot::Sender,
+    step: &Step,
+) -> std::io::Result<Option<Violation>> {
+    match envelope.check(step) {
+        Some(v) => {
+            sender.estop()?;
+            Ok(Some(v))
+        }
+        None => Ok(None),
     }
 }
 
@@ -407,12 +443,14 @@ impl TrialRunner<'_> {
         x ^ (x >> 31)
     }
 
-    async fn run_trial(
+    /// Sends a parameter set (releasing a latched robot only with the operator's
+    /// `--release-latch`) and records what the firmware clamped.
+    async fn apply_params(
         &mut self,
         study: &mut Study,
         number: u64,
         params: &Params,
-    ) -> Result<TrialEnd, Stop> {
+    ) -> Result<(), Stop> {
         let values = self.firmware_values(study.space(), params);
         let applied = match or_interrupt!(self, self.link.set_params(&values)) {
             Err(LinkError::Nack {
@@ -440,113 +478,46 @@ impl TrialRunner<'_> {
             tracing::warn!("trial {number}: the firmware clamped {}", names.join(", "));
             study.set_attr(number, "clamped", serde_json::json!(names))?;
         }
+        Ok(())
+    }
+
+    async fn run_trial(
+        &mut self,
+        study: &mut Study,
+        number: u64,
+        params: &Params,
+    ) -> Result<TrialEnd, Stop> {
+        self.apply_params(study, number, params).await?;
         let episodes = self.config.study.episodes_per_trial;
-        let max_steps = self.config.episode.max_steps;
+        let max_steps = self.config.episode.max_steps as f64;
         let report_every = self.config.episode.report_every as u64;
-        let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
         let mut returns = Vec::with_capacity(episodes as usize);
         let mut reward_sum = 0.0f64;
         let mut steps_done = 0u64;
         let mut last_report: Option<f64> = None;
         for episode in 0..episodes {
-            or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
-            let seed = self.episode_seed(number, episode);
-            or_interrupt!(
-                self,
-                self.link
-                    .start_episode(number as u32, episode as u16, max_steps, seed)
-            )?;
-            let mut firmware_trip: Option<String> = None;
-            loop {
-                let event = or_interrupt!(self, self.link.next_event())?;
-                match event {
-                    RobotEvent::Step(step) => {
-                        if step.trial != number as u32 || step.episode != episode as u16 {
-                            tracing::debug!(
-                                "stale step of trial {} episode {}",
-                                step.trial,
-                                step.episode
-                            );
-                            continue;
-                        }
-                        if self.failpoint.panic_at_step == Some(step.step) {
-                            panic!("failpoint: panic at step {}", step.step);
-                        }
-                        if let Some(v) = self.config.safety.check(&step) {
-                            // Stop the robot before anything else, the storage write included.
-                            self.link.sender().estop().map_err(|e| LinkError::Lost {
-                                device: self.link.device().to_string(),
-                                reason: format!("EStop write failed: {e}"),
-                            })?;
-                            return self.finish_unsafe(study, number, v, last_report).await;
-                        }
-                        reward_sum += step.reward as f64;
-                        steps_done += 1;
-                        if steps_done % report_every == 0 {
-                            let projected = reward_sum / steps_done as f64 * max_steps as f64;
-                            study.report(number, steps_done, projected)?;
-                            last_report = Some(projected);
-                        }
-                    }
-                    RobotEvent::SafetyTrip {
-                        step,
-                        reason,
-                        value,
-                        ..
-                    } => {
-                        firmware_trip = Some(format!("firmware safety trip {reason:?} (value {value:.3}) at episode {episode} step {step}"));
-                    }
-                    RobotEvent::EpisodeEnd {
-                        trial,
-                        episode: ep,
-                        episode_return,
-                        steps,
-                        status,
-                    } => {
-                        if trial != number as u32 || ep != episode as u16 {
-                            continue;
-                        }
-                        study.add_episode(
-                            number,
-                            EpisodeRecord {
-                                episode,
-                                episode_return: episode_return as f64,
-                                steps,
-                                status: format!("{status:?}"),
-                            },
-                        )?;
-                        match status {
-                            EpisodeStatus::Completed => {
-                                returns.push(episode_return as f64);
-                                break;
-                            }
-                            EpisodeStatus::SafetyTrip => {
-                                let why = firmware_trip.take().unwrap_or_else(|| {
-                                    format!(
-                                        "firmware safety trip at episode {episode} step {steps}"
-                                    )
-                                });
-                                study.set_attr(
-                                    number,
-                                    "unsafe",
-                                    serde_json::json!({ "source": "firmware", "detail": why }),
-                                )?;
-                                study.prune(number, PRUNE_UNSAFE, last_report)?;
-                                self.release_estop().await?;
-                                return Ok(TrialEnd::Unsafe(why));
-                            }
-                            EpisodeStatus::EStopped => {
-                                return Err(Stop::Other(anyhow!(
-                                    "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
-                                )));
-                            }
-                            EpisodeStatus::Aborted => {
-                                return Err(Stop::Other(anyhow!(
-                                    "the robot aborted episode {episode} on its own"
-                                )));
-                            }
-                        }
-                    }
+            let mut on_step = |step: &Step| -> Result<StepVerdict, Stop> {
+                reward_sum += step.reward as f64;
+                steps_done += 1;
+                if steps_done % report_every == 0 {
+                    let projected = reward_sum / steps_done as f64 * max_steps;
+                    study.report(number, steps_done, projected)?;
+                    last_report = Some(projected);
+                }
+                Ok(StepVerdict::Continue)
+            };
+            let (end, record) = self.run_episode(number, episode, &mut on_step).await?;
+            if let Some(record) = record {
+                study.add_episode(number, record)?;
+            }
+            match end {
+                EpisodeOutcome::Completed { episode_return } => returns.push(episode_return),
+                EpisodeOutcome::Unsafe { detail, summary } => {
+                    // The robot is stopped and latched: persist the verdict, then release it.
+                    study.set_attr(number, "unsafe", detail)?;
+                    study.prune(number, PRUNE_UNSAFE, last_report)?;
+                    self.release_estop().await?;
+                    return Ok(TrialEnd::Unsafe(summary));
                 }
             }
         }
@@ -555,33 +526,119 @@ impl TrialRunner<'_> {
         Ok(TrialEnd::Complete(value))
     }
 
-    async fn finish_unsafe(
+    /// Runs one episode of the applied parameters: waits for Ready, starts it, guards every
+    /// Step with the safety envelope (EStop first, bookkeeping after) and hands safe steps to
+    /// `on_step`. An unsafe episode returns with the robot stopped and still latched: the
+    /// caller persists the verdict, then calls [`Self::release_estop`].
+    async fn run_episode(
         &mut self,
-        study: &mut Study,
         number: u64,
-        v: Violation,
-        last_report: Option<f64>,
-    ) -> Result<TrialEnd, Stop> {
-        // Acknowledged stop (the frame above went out already; EStop is idempotent).
-        or_interrupt!(self, self.link.estop())?;
-        study.set_attr(
-            number,
-            "unsafe",
-            serde_json::json!({ "source": "envelope", "limit": v.limit, "value": v.value, "threshold": v.threshold,
-                "excess": v.excess(), "episode": v.episode, "step": v.step }),
+        episode: u32,
+        on_step: &mut dyn FnMut(&Step) -> Result<StepVerdict, Stop>,
+    ) -> Result<(EpisodeOutcome, Option<EpisodeRecord>), Stop> {
+        let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
+        or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
+        let seed = self.episode_seed(number, episode);
+        let max_steps = self.config.episode.max_steps;
+        or_interrupt!(
+            self,
+            self.link
+                .start_episode(number as u32, episode as u16, max_steps, seed)
         )?;
-        study.prune(number, PRUNE_UNSAFE, last_report)?;
-        // Drain the stopped episode's end so it does not leak into the next trial.
-        let drain_until =
-            Instant::now() + Duration::from_millis(self.config.robot.silence_timeout_ms);
-        while Instant::now() < drain_until {
-            match or_interrupt!(self, self.link.next_event())? {
-                RobotEvent::EpisodeEnd { .. } => break,
-                _ => continue,
+        let mut firmware_trip: Option<serde_json::Value> = None;
+        let mut violation: Option<Violation> = None;
+        loop {
+            let event = or_interrupt!(self, self.link.next_event())?;
+            match event {
+                RobotEvent::Step(step) => {
+                    if step.trial != number as u32
+                        || step.episode != episode as u16
+                        || violation.is_some()
+                    {
+                        continue;
+                    }
+                    if self.failpoint.panic_at_step == Some(step.step) {
+                        panic!("failpoint: panic at step {}", step.step);
+                    }
+                    if let Some(v) = guard_step(&self.config.safety, &self.link.sender(), &step)
+                        .map_err(|e| LinkError::Lost {
+                            device: self.link.device().to_string(),
+                            reason: format!("EStop write failed: {e}"),
+                        })?
+                    {
+                        // Wait for the robot's acknowledgement (EStop is idempotent), then
+                        // drain the stopped episode's end so it cannot leak into the next.
+                        or_interrupt!(self, self.link.estop())?;
+                        violation = Some(v);
+                        continue;
+                    }
+                    match on_step(&step)? {
+                        StepVerdict::Continue => {}
+                    }
+                }
+                RobotEvent::SafetyTrip {
+                    step,
+                    reason,
+                    value,
+                    ..
+                } => {
+                    firmware_trip = Some(serde_json::json!({
+                        "source": "firmware", "limit": format!("{reason:?}"), "value": value,
+                        "episode": episode, "step": step, "excess": 1.0,
+                    }));
+                }
+                RobotEvent::EpisodeEnd {
+                    trial,
+                    episode: ep,
+                    episode_return,
+                    steps,
+                    status,
+                } => {
+                    if trial != number as u32 || ep != episode as u16 {
+                        continue;
+                    }
+                    let record = EpisodeRecord {
+                        episode,
+                        episode_return: episode_return as f64,
+                        steps,
+                        status: format!("{status:?}"),
+                    };
+                    if let Some(v) = violation {
+                        let summary = v.to_string();
+                        let detail = serde_json::json!({
+                            "source": "envelope", "limit": v.limit, "value": v.value,
+                            "threshold": v.threshold, "excess": v.excess(),
+                            "episode": v.episode, "step": v.step,
+                        });
+                        return Ok((EpisodeOutcome::Unsafe { detail, summary }, Some(record)));
+                    }
+                    return match status {
+                        EpisodeStatus::Completed => Ok((
+                            EpisodeOutcome::Completed { episode_return: episode_return as f64 },
+                            Some(record),
+                        )),
+                        EpisodeStatus::SafetyTrip => {
+                            let detail = firmware_trip.take().unwrap_or_else(|| {
+                                serde_json::json!({ "source": "firmware", "episode": episode, "step": steps, "excess": 1.0 })
+                            });
+                            let summary = format!(
+                                "firmware safety trip {} (value {}) at episode {episode} step {}",
+                                detail["limit"].as_str().unwrap_or("?"),
+                                detail["value"],
+                                detail["step"]
+                            );
+                            Ok((EpisodeOutcome::Unsafe { detail, summary }, Some(record)))
+                        }
+                        EpisodeStatus::EStopped => Err(Stop::Other(anyhow!(
+                            "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
+                        ))),
+                        EpisodeStatus::Aborted => Err(Stop::Other(anyhow!(
+                            "the robot aborted episode {episode} on its own"
+                        ))),
+                    };
+                }
             }
         }
-        self.release_estop().await?;
-        Ok(TrialEnd::Unsafe(v.to_string()))
     }
 
     async fn release_estop(&mut self) -> Result<(), Stop> {

@@ -218,6 +218,13 @@ impl Sender {
 }
 
 #[allow(clippy::large_enum_variant)] // one frame in flight per message; no need to box
+/// A check run by the link's reader thread on every Step frame the moment it is decoded,
+/// before the frame is queued for the trial loop; returning `true` makes that thread write
+/// EStop at once. Safety never waits behind the trial loop (a storage write, a busy runtime).
+pub type StepGuard = Box<dyn Fn(&Step) -> bool + Send>;
+
+type GuardSlot = Arc<Mutex<Option<StepGuard>>>;
+
 enum Incoming {
     Frame(Frame<RobotMsg>),
     Bad(DecodeError),
@@ -237,6 +244,7 @@ pub struct RobotLink {
     stop_reader: Arc<AtomicBool>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     bad_frames: u64,
+    guard: GuardSlot,
 }
 
 impl RobotLink {
@@ -266,13 +274,16 @@ impl RobotLink {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop_reader = Arc::new(AtomicBool::new(false));
         let stop = stop_reader.clone();
-        std::thread::Builder::new()
-            .name("robot-reader".into())
-            .spawn(move || read_loop(&mut reader, &tx, &stop))
-            .map_err(open_err)?;
         let sender = Sender {
             inner: Arc::new(Mutex::new(FrameWriter { port, seq: 0 })),
         };
+        let guard: GuardSlot = Arc::new(Mutex::new(None));
+        let reader_guard = guard.clone();
+        let reader_sender = sender.clone();
+        std::thread::Builder::new()
+            .name("robot-reader".into())
+            .spawn(move || read_loop(&mut reader, &tx, &stop, &reader_guard, &reader_sender))
+            .map_err(open_err)?;
         // A lone delimiter flushes whatever partial frame the firmware may hold.
         {
             let mut w = sender.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,7 +301,13 @@ impl RobotLink {
             stop_reader,
             heartbeat: None,
             bad_frames: 0,
+            guard,
         })
+    }
+
+    /// Installs the check the reader thread runs on every Step frame (see [`StepGuard`]).
+    pub fn set_step_guard(&self, guard: StepGuard) {
+        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
 
     /// The device path this link talks to.
@@ -734,7 +751,13 @@ fn answer_seq(msg: &RobotMsg) -> Option<u16> {
     }
 }
 
-fn read_loop(port: &mut Port, tx: &mpsc::UnboundedSender<Incoming>, stop: &AtomicBool) {
+fn read_loop(
+    port: &mut Port,
+    tx: &mpsc::UnboundedSender<Incoming>,
+    stop: &AtomicBool,
+    guard: &GuardSlot,
+    sender: &Sender,
+) {
     let mut acc = FrameAccumulator::new();
     let mut buf = [0u8; 512];
     while !stop.load(Ordering::Relaxed) {
@@ -764,7 +787,21 @@ fn read_loop(port: &mut Port, tx: &mpsc::UnboundedSender<Incoming>, stop: &Atomi
                 None => continue,
                 Some(Err(e)) => Incoming::Bad(e),
                 Some(Ok(bytes)) => match decode::<RobotMsg>(bytes) {
-                    Ok(frame) => Incoming::Frame(frame),
+                    Ok(frame) => {
+                        if let RobotMsg::Step(step) = &frame.msg {
+                            let trip = guard
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .as_ref()
+                                .is_some_and(|g| g(step));
+                            if trip {
+                                if let Err(e) = sender.estop() {
+                                    tracing::error!("EStop could not be written: {e}");
+                                }
+                            }
+                        }
+                        Incoming::Frame(frame)
+                    }
                     Err(e) => Incoming::Bad(e),
                 },
             };

@@ -6,6 +6,7 @@ mod port;
 
 pub use link::{
     Applied, LinkError, LinkSettings, ParamDecl, RobotEvent, RobotInfo, RobotLink, Sender,
+    StepGuard,
 };
 pub use port::{Port, READ_POLL};
 
