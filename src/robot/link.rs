@@ -217,7 +217,6 @@ impl Sender {
     }
 }
 
-#[allow(clippy::large_enum_variant)] // one frame in flight per message; no need to box
 /// A check run by the link's reader thread on every Step frame the moment it is decoded,
 /// before the frame is queued for the trial loop; returning `true` makes that thread write
 /// EStop at once. Safety never waits behind the trial loop (a storage write, a busy runtime).
@@ -225,6 +224,7 @@ pub type StepGuard = Box<dyn Fn(&Step) -> bool + Send>;
 
 type GuardSlot = Arc<Mutex<Option<StepGuard>>>;
 
+#[allow(clippy::large_enum_variant)] // one frame in flight per message; no need to box
 enum Incoming {
     Frame(Frame<RobotMsg>),
     Bad(DecodeError),
