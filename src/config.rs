@@ -60,6 +60,12 @@ pub struct StudyConfig {
     /// every later trial is compared with).
     #[serde(default = "default_true")]
     pub baseline: bool,
+    /// When the study reaches its size, re-evaluate this many of the best trials (0 = off)…
+    #[serde(default)]
+    pub reevaluate_top: u32,
+    /// …with this many more episodes each; the likely best is chosen by mean return.
+    #[serde(default = "default_reevaluate_episodes")]
+    pub reevaluate_episodes: u32,
 }
 
 /// `[sampler]`.
@@ -192,6 +198,9 @@ struct RawConfig {
     space: toml::Table,
 }
 
+fn default_reevaluate_episodes() -> u32 {
+    3
+}
 fn default_true() -> bool {
     true
 }

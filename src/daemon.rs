@@ -12,6 +12,7 @@ use firmware_protocol::{EpisodeStatus, NackCode, Step};
 
 use crate::config::Config;
 use crate::control::{global_slot, Interrupts};
+use crate::evaluation;
 use crate::robot::{LinkError, LinkSettings, RobotEvent, RobotInfo, RobotLink};
 use crate::safety::Violation;
 use crate::sampler;
@@ -31,6 +32,10 @@ pub struct RunOverrides {
     pub study: Option<String>,
     /// The operator confirms it is safe to release a robot found latched stopped.
     pub release_latch: bool,
+    /// Re-evaluate this many top trials (overrides study.reevaluate_top).
+    pub reevaluate_top: Option<u32>,
+    /// Episodes per re-evaluated trial (overrides study.reevaluate_episodes).
+    pub reevaluate_episodes: Option<u32>,
 }
 
 /// How a run ended (errors aside).
@@ -61,6 +66,12 @@ pub fn run(
     if let Some(s) = overrides.study {
         config.study.name = s;
     }
+    if let Some(k) = overrides.reevaluate_top {
+        config.study.reevaluate_top = k;
+    }
+    if let Some(n) = overrides.reevaluate_episodes {
+        config.study.reevaluate_episodes = n;
+    }
     // One thread: if the trial loop ever hangs, host heartbeats stop too, and the firmware's
     // watchdog stops the robot.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,8 +101,10 @@ async fn run_async(
     for number in study.requeue_running()? {
         println!("trial {number} was left RUNNING by an earlier run: re-queued");
     }
-    let finished = count_finished(&study.trials()?);
-    if finished >= config.study.trials {
+    let trials = study.trials()?;
+    let finished = count_finished(&trials);
+    let reeval_pending = !pending_reevaluation(&config, study.direction(), &trials).is_empty();
+    if finished >= config.study.trials && !reeval_pending {
         println!(
             "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
             config.study.name, config.study.trials
@@ -156,6 +169,21 @@ async fn run_async(
     let outcome = outcome?;
     print_summary(&study)?;
     Ok(outcome)
+}
+
+/// Top trials still owed re-evaluation episodes: (trial, episodes already re-run).
+fn pending_reevaluation<'t>(
+    config: &Config,
+    direction: crate::trial::Direction,
+    trials: &'t [FrozenTrial],
+) -> Vec<(&'t FrozenTrial, u32)> {
+    evaluation::top_k(trials, direction, config.study.reevaluate_top as usize)
+        .into_iter()
+        .map(|t| (t, evaluation::reeval_returns(t).len() as u32))
+        .filter(|&(t, done)| {
+            done < config.study.reevaluate_episodes && !evaluation::reeval_unsafe(t)
+        })
+        .collect()
 }
 
 fn count_finished(trials: &[FrozenTrial]) -> u64 {
@@ -339,7 +367,20 @@ impl TrialRunner<'_> {
         loop {
             let finished = count_finished(&study.trials()?);
             if finished >= size {
-                return Ok(RunOutcome::Finished);
+                return match self.reevaluate(study).await {
+                    Ok(()) => Ok(RunOutcome::Finished),
+                    Err(Stop::Interrupted) => self.stop_interrupted(study, None).await,
+                    Err(Stop::Link(e)) => {
+                        global_slot().fire();
+                        Err(anyhow!(e).context(
+                            "re-evaluation stopped; what ran is saved — rerun to finish it",
+                        ))
+                    }
+                    Err(Stop::Other(e)) => {
+                        global_slot().fire();
+                        Err(e.context("re-evaluation stopped; what ran is saved"))
+                    }
+                };
             }
             if self.interrupts.requested() {
                 return self.stop_interrupted(study, None).await;
@@ -526,6 +567,55 @@ impl TrialRunner<'_> {
         Ok(TrialEnd::Complete(value))
     }
 
+    /// Re-runs the top trials for more episodes each (persisting every episode's return as it
+    /// comes), then reports the likely best by mean return.
+    async fn reevaluate(&mut self, study: &mut Study) -> Result<(), Stop> {
+        let trials = study.trials()?;
+        let pending: Vec<(FrozenTrial, u32)> =
+            pending_reevaluation(self.config, study.direction(), &trials)
+                .into_iter()
+                .map(|(t, done)| (t.clone(), done))
+                .collect();
+        let wanted = self.config.study.reevaluate_episodes;
+        for (trial, done) in pending {
+            let number = trial.number;
+            println!(
+                "re-evaluating trial {number} (value {:.4}): {} more episodes",
+                trial.value.unwrap_or(f64::NAN),
+                wanted - done
+            );
+            self.apply_params(study, number, &trial.params).await?;
+            let mut returns = evaluation::reeval_returns(&trial);
+            for j in done..wanted {
+                let episode = self.config.study.episodes_per_trial + j;
+                let (end, _) = self
+                    .run_episode(number, episode, &mut |_: &Step| Ok(StepVerdict::Continue))
+                    .await?;
+                match end {
+                    EpisodeOutcome::Completed { episode_return } => {
+                        returns.push(episode_return);
+                        study.set_attr(
+                            number,
+                            evaluation::REEVAL_ATTR,
+                            serde_json::json!({ "returns": returns }),
+                        )?;
+                    }
+                    EpisodeOutcome::Unsafe { detail, summary } => {
+                        study.set_attr(
+                            number,
+                            evaluation::REEVAL_ATTR,
+                            serde_json::json!({ "returns": returns, "unsafe": detail }),
+                        )?;
+                        println!("trial {number} was unsafe on re-evaluation: {summary}");
+                        self.release_estop().await?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one episode of the applied parameters: waits for Ready, starts it, guards every
     /// Step with the safety envelope (EStop first, bookkeeping after) and hands safe steps to
     /// `on_step`. An unsafe episode returns with the robot stopped and still latched: the
@@ -690,6 +780,15 @@ fn print_summary(study: &Study) -> Result<()> {
             }
         }
         None => println!("no complete trial yet"),
+    }
+    if let Some((trial, stats)) = evaluation::likely_best(&trials, study.direction()) {
+        println!(
+            "likely best (mean over {} episodes): trial {} mean {:.4} ± {:.4} (sd {:.4})",
+            stats.n, trial.number, stats.mean, stats.sem, stats.sd
+        );
+        for (name, &v) in &trial.params {
+            println!("  {name} = {}", study.space().external(name, v));
+        }
     }
     Ok(())
 }

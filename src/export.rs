@@ -47,6 +47,7 @@ pub fn trial_json(t: &FrozenTrial, space: &SearchSpace) -> Value {
         "started_at": t.started_at,
         "finished_at": t.finished_at,
         "attrs": t.attrs,
+        "returns": crate::evaluation::ReturnStats::of(&crate::evaluation::all_returns(t)),
     })
 }
 

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod evaluation;
 pub mod export;
 pub mod robot;
 pub mod safety;

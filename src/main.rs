@@ -36,6 +36,27 @@ enum Cmd {
         #[arg(long)]
         release_latch: bool,
     },
+    /// Re-evaluate a study's best trials with more episodes each and report the likely best
+    /// by mean return (no new trials).
+    Reevaluate {
+        /// The study's config file.
+        config: PathBuf,
+        /// How many of the best trials.
+        #[arg(long, default_value_t = 3)]
+        top: u32,
+        /// Episodes per trial.
+        #[arg(long, default_value_t = 3)]
+        episodes: u32,
+        /// Storage URL (overrides study.storage).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Study name (overrides study.name).
+        #[arg(long)]
+        study: Option<String>,
+        /// Release a robot found latched stopped, once checked safe.
+        #[arg(long)]
+        release_latch: bool,
+    },
     /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
     Sim(gaittune::sim::SimOptions),
     /// Print a study's trials as JSON or CSV.
@@ -94,6 +115,34 @@ fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     storage,
                     study,
                     release_latch,
+                    ..RunOverrides::default()
+                },
+                interrupts,
+            )?;
+            Ok(match outcome {
+                RunOutcome::Finished => ExitCode::SUCCESS,
+                RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
+            })
+        }
+        Cmd::Reevaluate {
+            config,
+            top,
+            episodes,
+            storage,
+            study,
+            release_latch,
+        } => {
+            let config = Config::load(&config)?;
+            let interrupts = control::install()?;
+            let outcome = daemon::run(
+                config,
+                RunOverrides {
+                    trials: Some(0),
+                    storage,
+                    study,
+                    release_latch,
+                    reevaluate_top: Some(top),
+                    reevaluate_episodes: Some(episodes),
                 },
                 interrupts,
             )?;

@@ -93,3 +93,69 @@ fn csv_export_has_a_row_per_trial() {
     assert!(lines[0].starts_with("number,state,value"), "{}", lines[0]);
     assert_eq!(lines.len(), 4, "{text}");
 }
+
+#[test]
+fn top_trials_are_reevaluated_and_the_likely_best_is_reported() {
+    let w = Workdir::new();
+    let text = sim_config(&w.storage_url(), &w.event_log(), 6, 40, 0.0).replace(
+        "seed = 3\n",
+        "seed = 3\nreevaluate_top = 2\nreevaluate_episodes = 2\n",
+    );
+    let config = w.write_config(&text);
+    let out = w.run(&config, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("likely best (mean over 3 episodes)"),
+        "{stdout}"
+    );
+    let trials = w.export("it");
+    let reevaluated: Vec<&serde_json::Value> = trials
+        .iter()
+        .filter(|t| !t["attrs"]["reeval"].is_null())
+        .collect();
+    assert_eq!(reevaluated.len(), 2, "{trials:?}");
+    for t in &reevaluated {
+        assert_eq!(
+            t["attrs"]["reeval"]["returns"].as_array().unwrap().len(),
+            2,
+            "{t}"
+        );
+        assert_eq!(t["returns"]["n"], 3, "{t}");
+        assert!(
+            t["returns"]["sd"].as_f64().unwrap() > 0.0,
+            "noisy episodes differ: {t}"
+        );
+    }
+    // The robot ran 6 trial episodes and 4 re-evaluation episodes, no more.
+    assert_eq!(named(&w.events(), "episode_start").len(), 10);
+
+    // On command: one more trial re-evaluated, the others untouched.
+    let out = std::process::Command::new(bin())
+        .args(["reevaluate"])
+        .arg(&config)
+        .args(["--top", "3", "--episodes", "2"])
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = w.export("it");
+    let count = after
+        .iter()
+        .filter(|t| !t["attrs"]["reeval"].is_null())
+        .count();
+    let complete = in_state(&after, "COMPLETE").len();
+    assert_eq!(count, complete.min(3));
+    assert_eq!(
+        named(&w.events(), "episode_start").len(),
+        10 + 2 * (count - 2)
+    );
+}
