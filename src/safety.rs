@@ -21,6 +21,9 @@ pub struct SafetyEnvelope {
     /// Fault bits (see the protocol's `FAULT_*`) that count as a violation; 0 = none.
     #[serde(default)]
     pub fault_mask: u32,
+    /// Lowest allowed per-step reward: a sudden drop (a stumble, a collision) stops the
+    /// robot. A NaN reward is always a violation.
+    pub min_step_reward: Option<f64>,
 }
 
 impl Default for SafetyEnvelope {
@@ -31,6 +34,7 @@ impl Default for SafetyEnvelope {
             min_body_height_m: Some(0.10),
             max_joint_temp_c: Some(75.0),
             fault_mask: 0,
+            min_step_reward: None,
         }
     }
 }
@@ -116,6 +120,12 @@ impl SafetyEnvelope {
         }
         if step.reward.is_nan() {
             return Some(v("reward", f64::NAN, 0.0));
+        }
+        if let Some(min) = self.min_step_reward {
+            let r = step.reward as f64;
+            if r < min {
+                return Some(v("min_step_reward", r, min));
+            }
         }
         None
     }
@@ -218,6 +228,21 @@ mod tests {
         assert_eq!(env.check(&s), None);
         s.faults |= firmware_protocol::FAULT_MOTOR_DRIVER;
         assert_eq!(env.check(&s).unwrap().limit, "fault_mask");
+    }
+
+    #[test]
+    fn a_sudden_reward_drop_is_a_violation() {
+        let env = SafetyEnvelope {
+            min_step_reward: Some(-1.0),
+            ..SafetyEnvelope::default()
+        };
+        let mut s = step(0.0, 0.0, 0.25, 40.0);
+        s.reward = -0.5;
+        assert_eq!(env.check(&s), None);
+        s.reward = -3.0;
+        let v = env.check(&s).unwrap();
+        assert_eq!(v.limit, "min_step_reward");
+        assert!((v.excess() - 2.0).abs() < 1e-9);
     }
 
     #[test]
