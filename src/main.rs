@@ -16,46 +16,44 @@ struct Cli {
     command: Cmd,
 }
 
+/// What `run` and `reevaluate` share: which study, and the operator's word on a latched robot.
+#[derive(clap::Args)]
+struct StudyArgs {
+    /// The config file, e.g. configs/sim-quadruped.toml.
+    config: PathBuf,
+    /// Storage URL, e.g. sqlite:study.db (overrides study.storage).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Study name (overrides study.name).
+    #[arg(long)]
+    study: Option<String>,
+    /// Release a robot found latched stopped (EStop, safety trip, watchdog). Only when you
+    /// have checked it is safe to move.
+    #[arg(long)]
+    release_latch: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run (or continue) a tuning study described by a config file.
     Run {
-        /// The config file, e.g. configs/sim-quadruped.toml.
-        config: PathBuf,
+        #[command(flatten)]
+        args: StudyArgs,
         /// Study size in finished trials (overrides study.trials).
         #[arg(long)]
         trials: Option<u64>,
-        /// Storage URL, e.g. sqlite:study.db (overrides study.storage).
-        #[arg(long)]
-        storage: Option<String>,
-        /// Study name (overrides study.name).
-        #[arg(long)]
-        study: Option<String>,
-        /// Release a robot found latched stopped (EStop, safety trip, watchdog). Only when
-        /// you have checked it is safe to move.
-        #[arg(long)]
-        release_latch: bool,
     },
     /// Re-evaluate a study's best trials with more episodes each and report the likely best
     /// by mean return (no new trials).
     Reevaluate {
-        /// The study's config file.
-        config: PathBuf,
+        #[command(flatten)]
+        args: StudyArgs,
         /// How many of the best trials.
         #[arg(long, default_value_t = 3)]
         top: u32,
         /// Episodes per trial.
         #[arg(long, default_value_t = 3)]
         episodes: u32,
-        /// Storage URL (overrides study.storage).
-        #[arg(long)]
-        storage: Option<String>,
-        /// Study name (overrides study.name).
-        #[arg(long)]
-        study: Option<String>,
-        /// Release a robot found latched stopped, once checked safe.
-        #[arg(long)]
-        release_latch: bool,
     },
     /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
     Sim(gaittune::sim::SimOptions),
@@ -71,6 +69,32 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
+}
+
+/// Runs the daemon on a study; `reevaluate` = (top, episodes) forces a re-evaluation pass.
+fn run_study(
+    args: StudyArgs,
+    trials: Option<u64>,
+    reevaluate: Option<(u32, u32)>,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let interrupts = control::install()?;
+    let outcome = daemon::run(
+        config,
+        RunOverrides {
+            trials,
+            storage: args.storage,
+            study: args.study,
+            release_latch: args.release_latch,
+            reevaluate_top: reevaluate.map(|r| r.0),
+            reevaluate_episodes: reevaluate.map(|r| r.1),
+        },
+        interrupts,
+    )?;
+    Ok(match outcome {
+        RunOutcome::Finished => ExitCode::SUCCESS,
+        RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,58 +123,12 @@ fn main() -> ExitCode {
 
 fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Run {
-            config,
-            trials,
-            storage,
-            study,
-            release_latch,
-        } => {
-            let config = Config::load(&config)?;
-            let interrupts = control::install()?;
-            let outcome = daemon::run(
-                config,
-                RunOverrides {
-                    trials,
-                    storage,
-                    study,
-                    release_latch,
-                    ..RunOverrides::default()
-                },
-                interrupts,
-            )?;
-            Ok(match outcome {
-                RunOutcome::Finished => ExitCode::SUCCESS,
-                RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
-            })
-        }
+        Cmd::Run { args, trials } => run_study(args, trials, None),
         Cmd::Reevaluate {
-            config,
+            args,
             top,
             episodes,
-            storage,
-            study,
-            release_latch,
-        } => {
-            let config = Config::load(&config)?;
-            let interrupts = control::install()?;
-            let outcome = daemon::run(
-                config,
-                RunOverrides {
-                    trials: Some(0),
-                    storage,
-                    study,
-                    release_latch,
-                    reevaluate_top: Some(top),
-                    reevaluate_episodes: Some(episodes),
-                },
-                interrupts,
-            )?;
-            Ok(match outcome {
-                RunOutcome::Finished => ExitCode::SUCCESS,
-                RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
-            })
-        }
+        } => run_study(args, Some(0), Some((top, episodes))),
         Cmd::Sim(opts) => {
             gaittune::sim::run(&opts)?;
             Ok(ExitCode::SUCCESS)
