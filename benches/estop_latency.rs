@@ -80,6 +80,10 @@ fn main() {
     );
     println!(
         "  target p99 < 2000 µs: {}",
-        if p99 < Duration::from_millis(2) { "met" } else { "MISSED" }
+        if p99 < Duration::from_millis(2) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }
