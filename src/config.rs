@@ -21,6 +21,8 @@ pub struct Config {
     pub study: StudyConfig,
     /// `[sampler]`.
     pub sampler: SamplerConfig,
+    /// `[pruner]`.
+    pub pruner: PrunerConfig,
     /// `[robot]`.
     pub robot: RobotConfig,
     /// `[sim]`: options of the simulated robot when `robot.device = "sim"`.
@@ -90,6 +92,31 @@ impl Default for SamplerConfig {
             options: Default::default(),
         }
     }
+}
+
+/// `[pruner]`: which pruner stops poor trials early (`none` by default).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrunerConfig {
+    /// `none`, `median`, `percentile`, `successive_halving`, `hyperband`, `threshold`,
+    /// `patient` or `wilcoxon`.
+    #[serde(default = "default_pruner")]
+    pub kind: String,
+    /// Per-kind options tables, e.g. `[pruner.median]`; each pruner checks its own keys.
+    #[serde(flatten)]
+    pub options: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl Default for PrunerConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_pruner(),
+            options: Default::default(),
+        }
+    }
+}
+
+fn default_pruner() -> String {
+    "none".into()
 }
 
 /// `[robot]`: how to reach the robot.
@@ -188,6 +215,8 @@ struct RawConfig {
     study: StudyConfig,
     #[serde(default)]
     sampler: SamplerConfig,
+    #[serde(default)]
+    pruner: PrunerConfig,
     robot: RobotConfig,
     #[serde(default)]
     sim: Option<SimConfig>,
@@ -287,6 +316,26 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let space = SearchSpace::from_toml(&raw.space).map_err(|e| err(e.to_string()))?;
         raw.safety.validate().map_err(err)?;
+        for (key, value) in &raw.pruner.options {
+            if !crate::pruner::KINDS.contains(&key.as_str()) || !value.is_table() {
+                return Err(err(format!(
+                    "unknown key pruner.{key}: expected kind, or an options table named after a pruner ({})",
+                    crate::pruner::KINDS.join(", ")
+                )));
+            }
+        }
+        let table = |v: Option<&toml::Value>| v.and_then(|v| v.as_table()).cloned();
+        crate::pruner::build(
+            &raw.pruner.kind,
+            table(raw.pruner.options.get(&raw.pruner.kind)).as_ref(),
+        )
+        .map_err(|e| err(format!("pruner: {e}")))?;
+        crate::sampler::build(
+            &raw.sampler.kind,
+            0,
+            table(raw.sampler.options.get(&raw.sampler.kind)).as_ref(),
+        )
+        .map_err(|e| err(format!("sampler: {e}")))?;
         for (key, value) in &raw.sampler.options {
             if !crate::sampler::KINDS.contains(&key.as_str()) || !value.is_table() {
                 return Err(err(format!(
@@ -322,6 +371,7 @@ impl Config {
             path: path.to_path_buf(),
             study: raw.study,
             sampler: raw.sampler,
+            pruner: raw.pruner,
             robot: raw.robot,
             sim: raw.sim.unwrap_or_default(),
             episode: raw.episode,
@@ -335,6 +385,14 @@ impl Config {
         self.sampler
             .options
             .get(&self.sampler.kind)
+            .and_then(|v| v.as_table())
+    }
+
+    /// The options table of the selected pruner, `[pruner.<kind>]`, if present.
+    pub fn pruner_options(&self) -> Option<&toml::Table> {
+        self.pruner
+            .options
+            .get(&self.pruner.kind)
             .and_then(|v| v.as_table())
     }
 

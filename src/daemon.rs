@@ -13,6 +13,7 @@ use firmware_protocol::{EpisodeStatus, NackCode, Step};
 use crate::config::Config;
 use crate::control::{global_slot, Interrupts};
 use crate::evaluation;
+use crate::pruner::{PruneRequest, Pruner};
 use crate::robot::{LinkError, LinkSettings, RobotEvent, RobotInfo, RobotLink};
 use crate::safety::Violation;
 use crate::sampler;
@@ -49,6 +50,8 @@ pub enum RunOutcome {
 
 /// Reason recorded on trials the safety envelope or the firmware's own limits stopped.
 pub const PRUNE_UNSAFE: &str = "unsafe";
+/// Reason recorded on trials the pruner stopped for poor performance.
+pub const PRUNE_POOR: &str = "poor";
 
 /// Runs a study to its size against the robot the config names.
 pub fn run(
@@ -161,6 +164,8 @@ async fn run_async(
         interrupts,
         release_latch,
         failpoint: Failpoint::from_env(),
+        pruner: crate::pruner::build(&config.pruner.kind, config.pruner_options())
+            .map_err(|e| anyhow!("{}: {e}", config.path.display()))?,
     };
     let outcome = runner.run_all(&mut study).await;
     global_slot().disarm();
@@ -265,6 +270,7 @@ struct TrialRunner<'a> {
     interrupts: Interrupts,
     release_latch: bool,
     failpoint: Failpoint,
+    pruner: Option<Box<dyn Pruner>>,
 }
 
 /// A deliberate fault for tests of the safety paths: `GAITTUNE_FAILPOINT=panic-at-step:N`
@@ -289,12 +295,16 @@ impl Failpoint {
 enum StepVerdict {
     /// Keep going.
     Continue,
+    /// The pruner judged the trial poor: abort the episode.
+    Prune,
 }
 
 /// How one episode ended.
 enum EpisodeOutcome {
     /// Ran all its steps.
     Completed { episode_return: f64 },
+    /// Aborted by us because the pruner judged the trial poor (the robot resets, unlatched).
+    Pruned,
     /// Stopped for safety (the envelope or the firmware's own limits); the robot is latched.
     Unsafe {
         detail: serde_json::Value,
@@ -323,6 +333,7 @@ pub fn guard_step(
 enum TrialEnd {
     Complete(f64),
     Unsafe(String),
+    Poor { step: u64, value: f64 },
 }
 
 /// The trial loop's reasons to stop early.
@@ -460,6 +471,9 @@ impl TrialRunner<'_> {
             TrialEnd::Unsafe(why) => {
                 println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
             }
+            TrialEnd::Poor { step, value } => println!(
+                "trial {number:>4} PRUNED(poor) at step {step} (projected {value:.4})  {best}  ({secs:.1} s)"
+            ),
         }
         Ok(())
     }
@@ -528,10 +542,35 @@ impl TrialRunner<'_> {
         number: u64,
         params: &Params,
     ) -> Result<TrialEnd, Stop> {
+        // The pruner is a pure function of the history; lend it out while episodes borrow us.
+        let pruner = self.pruner.take();
+        let result = self
+            .run_trial_with(study, number, params, pruner.as_deref())
+            .await;
+        self.pruner = pruner;
+        result
+    }
+
+    async fn run_trial_with(
+        &mut self,
+        study: &mut Study,
+        number: u64,
+        params: &Params,
+        pruner: Option<&dyn Pruner>,
+    ) -> Result<TrialEnd, Stop> {
         self.apply_params(study, number, params).await?;
         let episodes = self.config.study.episodes_per_trial;
         let max_steps = self.config.episode.max_steps as f64;
         let report_every = self.config.episode.report_every as u64;
+        // Other trials do not change while this one runs: one read serves every report.
+        let history = if pruner.is_some() {
+            study.trials()?
+        } else {
+            Vec::new()
+        };
+        let mut current = study.trial(number)?;
+        let study_name = study.name().to_string();
+        let direction = study.direction();
         let mut returns = Vec::with_capacity(episodes as usize);
         let mut reward_sum = 0.0f64;
         let mut steps_done = 0u64;
@@ -540,12 +579,27 @@ impl TrialRunner<'_> {
             let mut on_step = |step: &Step| -> Result<StepVerdict, Stop> {
                 reward_sum += step.reward as f64;
                 steps_done += 1;
-                if steps_done % report_every == 0 {
-                    let projected = reward_sum / steps_done as f64 * max_steps;
-                    study.report(number, steps_done, projected)?;
-                    last_report = Some(projected);
+                if steps_done % report_every != 0 {
+                    return Ok(StepVerdict::Continue);
                 }
-                Ok(StepVerdict::Continue)
+                let projected = reward_sum / steps_done as f64 * max_steps;
+                study.report(number, steps_done, projected)?;
+                last_report = Some(projected);
+                current.intermediate.insert(steps_done, projected);
+                let poor = pruner.is_some_and(|p| {
+                    p.prune(&PruneRequest {
+                        study_name: &study_name,
+                        direction,
+                        history: &history,
+                        trial: &current,
+                        step: steps_done,
+                    })
+                });
+                Ok(if poor {
+                    StepVerdict::Prune
+                } else {
+                    StepVerdict::Continue
+                })
             };
             let (end, record) = self.run_episode(number, episode, &mut on_step).await?;
             if let Some(record) = record {
@@ -553,6 +607,16 @@ impl TrialRunner<'_> {
             }
             match end {
                 EpisodeOutcome::Completed { episode_return } => returns.push(episode_return),
+                EpisodeOutcome::Pruned => {
+                    // Aborting first spends no more robot time on a poor gait; the verdict is
+                    // committed before the next trial starts.
+                    study.set_attr(number, "pruned_at_step", serde_json::json!(steps_done))?;
+                    study.prune(number, PRUNE_POOR, last_report)?;
+                    return Ok(TrialEnd::Poor {
+                        step: steps_done,
+                        value: last_report.unwrap_or(f64::NAN),
+                    });
+                }
                 EpisodeOutcome::Unsafe { detail, summary } => {
                     // The robot is stopped and latched: persist the verdict, then release it.
                     study.set_attr(number, "unsafe", detail)?;
@@ -600,6 +664,7 @@ impl TrialRunner<'_> {
                             serde_json::json!({ "returns": returns }),
                         )?;
                     }
+                    EpisodeOutcome::Pruned => unreachable!("re-evaluation never prunes"),
                     EpisodeOutcome::Unsafe { detail, summary } => {
                         study.set_attr(
                             number,
@@ -637,6 +702,7 @@ impl TrialRunner<'_> {
         )?;
         let mut firmware_trip: Option<serde_json::Value> = None;
         let mut violation: Option<Violation> = None;
+        let mut aborted = false;
         loop {
             let event = or_interrupt!(self, self.link.next_event())?;
             match event {
@@ -644,6 +710,7 @@ impl TrialRunner<'_> {
                     if step.trial != number as u32
                         || step.episode != episode as u16
                         || violation.is_some()
+                        || aborted
                     {
                         continue;
                     }
@@ -664,6 +731,10 @@ impl TrialRunner<'_> {
                     }
                     match on_step(&step)? {
                         StepVerdict::Continue => {}
+                        StepVerdict::Prune => {
+                            or_interrupt!(self, self.link.abort())?;
+                            aborted = true;
+                        }
                     }
                 }
                 RobotEvent::SafetyTrip {
@@ -693,6 +764,9 @@ impl TrialRunner<'_> {
                         steps,
                         status: format!("{status:?}"),
                     };
+                    if aborted && violation.is_none() {
+                        return Ok((EpisodeOutcome::Pruned, Some(record)));
+                    }
                     if let Some(v) = violation {
                         let summary = v.to_string();
                         let detail = serde_json::json!({

@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod evaluation;
 pub mod export;
+pub mod pruner;
 pub mod robot;
 pub mod safety;
 pub mod sampler;

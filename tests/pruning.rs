@@ -1,0 +1,65 @@
+//! Pruning through the real daemon: poor trials are aborted on the robot after the warmup
+//! guard and recorded as PRUNED(poor); unsafe trials stay unsafe and never serve as reference.
+
+mod common;
+use common::*;
+
+#[test]
+fn the_median_pruner_aborts_poor_trials_after_the_warmup() {
+    let w = Workdir::new();
+    let text = sim_config(&w.storage_url(), &w.event_log(), 16, 150, 3.0).replace(
+        "[robot]",
+        "[pruner]\nkind = \"median\"\n[pruner.median]\nn_startup_trials = 3\nn_warmup_steps = 30\n\n[robot]",
+    );
+    let config = w.write_config(&text);
+    let out = w.run(&config, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trials = w.export("it");
+    assert_eq!(trials.len(), 16);
+    let poor: Vec<_> = trials
+        .iter()
+        .filter(|t| t["prune_reason"] == "poor")
+        .collect();
+    assert!(
+        !poor.is_empty(),
+        "a random search over this space has poor trials: {stdout}"
+    );
+    assert!(stdout.contains("PRUNED(poor)"), "{stdout}");
+    for t in &poor {
+        let at = t["attrs"]["pruned_at_step"].as_u64().unwrap();
+        assert!(at >= 30, "pruned at step {at}, inside the warmup: {t}");
+        assert!(at < 150, "pruned before the episode's end: {t}");
+        assert_eq!(t["episodes"][0]["status"], "Aborted", "{t}");
+        assert_eq!(t["state"], "PRUNED");
+    }
+    // The first three finished trials are the startup: never pruned as poor.
+    let mut finished = trials.iter().filter(|t| t["prune_reason"] != "unsafe");
+    for _ in 0..3 {
+        assert_ne!(finished.next().unwrap()["prune_reason"], "poor");
+    }
+    // Every poor trial was an Abort on the robot, not an EStop.
+    let events = w.events();
+    assert_eq!(named(&events, "abort").len(), poor.len());
+}
+
+#[test]
+fn an_unknown_pruner_option_is_named() {
+    let w = Workdir::new();
+    let text = sim_config(&w.storage_url(), &w.event_log(), 2, 20, 0.0).replace(
+        "[robot]",
+        "[pruner]\nkind = \"median\"\n[pruner.median]\nwarmup = 3\n\n[robot]",
+    );
+    let config = w.write_config(&text);
+    let out = w.run(&config, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warmup") && stderr.contains("pruner"),
+        "{stderr}"
+    );
+}
