@@ -59,7 +59,7 @@ impl Brackets {
         // round the same way (e.g. log_3(243) = 4.999...).
         let ratio = max_resource as f64 / min_resource as f64;
         let n = (ratio.ln() / (reduction_factor as f64).ln()).floor() + 1.0;
-        if !(n >= 1.0) {
+        if n.is_nan() || n < 1.0 {
             return Brackets { budgets: vec![] };
         }
         let n = n as u64;

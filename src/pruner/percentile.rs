@@ -307,6 +307,25 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_trials_do_not_poison_the_percentile() {
+        // Two trials stopped by the safety envelope with awful partial curves, one with a
+        // (wrongly) stored value: they neither count as startup trials nor move the median.
+        let mut history = vec![
+            trial(0, TrialState::Complete, &[1.0, 1.0]),
+            trial(1, TrialState::Pruned, &[100.0]),
+            trial(2, TrialState::Pruned, &[100.0]),
+            trial(3, TrialState::Complete, &[3.0, 3.0]),
+        ];
+        for t in &mut history[1..3] {
+            t.prune_reason = Some("unsafe: roll 0.9 rad > 0.6".into());
+            t.value = Some(100.0);
+        }
+        let bad = trial(4, TrialState::Running, &[2.5]);
+        assert!(!median(3, 0, 1).prune(&req(&history, &bad, Direction::Minimize)));
+        assert!(median(2, 0, 1).prune(&req(&history, &bad, Direction::Minimize)));
+    }
+
+    #[test]
     fn warmup_and_interval() {
         let history = vec![trial(0, TrialState::Complete, &[1.0; 10])];
         let p = median(1, 3, 2); // checks at steps 3, 5, 7, ...
