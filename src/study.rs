@@ -197,7 +197,13 @@ pub struct Study {
     direction: Direction,
     space: SearchSpace,
     sampler: Box<dyn Sampler>,
+    /// The sampler state last stored (to write only changes).
+    saved_state: Option<serde_json::Value>,
 }
+
+/// The study attribute holding the sampler's persisted state:
+/// `{"kind": <sampler name>, "state": <Sampler::save_state>}`.
+pub const SAMPLER_STATE_ATTR: &str = "sampler_state";
 
 impl std::fmt::Debug for Study {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,14 +281,55 @@ impl Study {
                 Err(e) => return Err(e.into()),
             },
         };
-        Ok(Study {
+        let mut study = Study {
             storage,
             id: record.id,
             name: record.name,
             direction,
             space,
             sampler,
-        })
+            saved_state: None,
+        };
+        study.restore_sampler_state()?;
+        Ok(study)
+    }
+
+    /// Loads the sampler's stored state if it was written by a sampler of the same kind
+    /// (another kind's state is left alone and replaced at the next save).
+    fn restore_sampler_state(&mut self) -> Result<(), StudyError> {
+        let Some(stored) = self.storage.get_study_attr(self.id, SAMPLER_STATE_ATTR)? else {
+            return Ok(());
+        };
+        let kind = stored.get("kind").and_then(serde_json::Value::as_str);
+        if kind != Some(self.sampler.name()) {
+            return Ok(());
+        }
+        let state = stored.get("state").unwrap_or(&serde_json::Value::Null);
+        self.sampler.load_state(state).map_err(|e| {
+            self.invalid(format!(
+                "the stored {} sampler state (study attribute {SAMPLER_STATE_ATTR:?} in {}) is unreadable: {e}; \
+                 to start the sampler fresh from the trial history, delete that attribute, or start a new study under another name",
+                self.sampler.name(),
+                self.storage.location()
+            ))
+        })?;
+        self.saved_state = Some(state.clone());
+        Ok(())
+    }
+
+    /// Stores the sampler's state if it has one and it changed since the last save.
+    fn save_sampler_state(&mut self) -> Result<(), StudyError> {
+        let Some(state) = self.sampler.save_state() else {
+            return Ok(());
+        };
+        if self.saved_state.as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let value = serde_json::json!({ "kind": self.sampler.name(), "state": state });
+        self.storage
+            .set_study_attr(self.id, SAMPLER_STATE_ATTR, &value)?;
+        self.saved_state = Some(state);
+        Ok(())
     }
 
     /// Opens an existing study with its stored direction and space (e.g. to export it).
@@ -299,6 +346,7 @@ impl Study {
             direction: rec.direction,
             space,
             sampler,
+            saved_state: None,
         })
     }
 
@@ -376,6 +424,7 @@ impl Study {
         let number = self
             .storage
             .create_trial(self.id, TrialState::Running, &params)?;
+        self.save_sampler_state()?;
         Ok(TrialHandle {
             number,
             params,
@@ -424,7 +473,7 @@ impl Study {
         if let Some(t) = self.storage.get_trial(self.id, number)? {
             self.sampler.tell(&t);
         }
-        Ok(())
+        self.save_sampler_state()
     }
 
     /// Completes a trial with its value. A non-finite value marks the trial FAIL instead
@@ -769,6 +818,98 @@ mod tests {
         drop(open(&u, Direction::Maximize, odd()).unwrap());
         let st = open(&u, Direction::Maximize, odd()).unwrap();
         assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+    }
+
+    #[test]
+    fn resumed_study_continues_the_cmaes_state() {
+        use crate::sampler::CmaesSampler;
+        let space = || {
+            SearchSpace::new((0..4).map(|i| {
+                (
+                    format!("x{i}"),
+                    Distribution::Float {
+                        low: -5.0,
+                        high: 5.0,
+                        log: false,
+                        step: None,
+                    },
+                )
+            }))
+            .unwrap()
+        };
+        let f = |p: &Params| p.values().map(|x| (x - 1.0).powi(2)).sum::<f64>();
+        let cma = |u: &str| {
+            Study::create_or_load(
+                crate::storage::open(u).unwrap(),
+                "c",
+                Direction::Minimize,
+                space(),
+                Box::new(CmaesSampler::new(5)),
+            )
+        };
+        let steps = |st: &mut Study, n: usize| {
+            for _ in 0..n {
+                let t = st.ask().unwrap();
+                st.tell(t.number, f(&t.params)).unwrap();
+            }
+        };
+        // A: one process, 23 trials then the 24th ask.
+        let da = tempfile::tempdir().unwrap();
+        let mut a = cma(&url(&da)).unwrap();
+        steps(&mut a, 23);
+        let next = a.ask().unwrap().params;
+        // B: the same 23 trials, the daemon restarts, the 24th ask continues the state.
+        let db = tempfile::tempdir().unwrap();
+        let ub = url(&db);
+        let mut b = cma(&ub).unwrap();
+        steps(&mut b, 23);
+        let stored = b.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+        assert_eq!(stored["kind"], json!("cmaes"));
+        assert!(
+            stored["state"]["updates"].as_u64().unwrap() >= 2,
+            "{stored}"
+        );
+        drop(b);
+        let mut b = cma(&ub).unwrap();
+        assert_eq!(b.ask().unwrap().params, next);
+        drop(b);
+        // The stored state is what the resumed sampler uses (not a replay of the history):
+        // the same run with the stored mean moved proposes something else.
+        let dc = tempfile::tempdir().unwrap();
+        let uc = url(&dc);
+        let mut c = cma(&uc).unwrap();
+        steps(&mut c, 23);
+        let mut moved = c.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+        assert_eq!(moved, stored);
+        moved["state"]["mean"] = json!([0.2, 0.2, 0.2, 0.2]);
+        c.set_study_attr(SAMPLER_STATE_ATTR, moved).unwrap();
+        drop(c);
+        let mut c = cma(&uc).unwrap();
+        assert_ne!(c.ask().unwrap().params, next);
+        // An unreadable state is a clear error saying how to start fresh.
+        c.set_study_attr(
+            SAMPLER_STATE_ATTR,
+            json!({"kind": "cmaes", "state": {"mean": [0.2, 0.2, 0.2, 0.2]}}),
+        )
+        .unwrap();
+        drop(c);
+        let e = cma(&uc).unwrap_err().to_string();
+        assert!(
+            e.contains("sampler state")
+                && e.contains("unreadable")
+                && e.contains("delete that attribute"),
+            "{e}"
+        );
+        // Another sampler kind ignores it (and replaces it only if it has state).
+        let mut rnd = Study::create_or_load(
+            crate::storage::open(&uc).unwrap(),
+            "c",
+            Direction::Minimize,
+            space(),
+            Box::new(RandomSampler::new(0)),
+        )
+        .unwrap();
+        rnd.ask().unwrap();
     }
 
     #[test]

@@ -113,7 +113,17 @@ pub trait RobotModel {
     fn start_episode(&self, values: &[f32], seed: u64) -> Self::Episode;
     /// Computes control step `step` (0, 1, 2, … within the episode).
     fn step(&self, episode: &mut Self::Episode, step: u32) -> Telemetry;
+    /// Whether the reset routine may end now (Resetting → Ready). Asked while Resetting once
+    /// the reset time has passed, and again every [`GO_POLL`] until it says yes: a robot that
+    /// waits for an operator's go says no until the go arrives. The default never waits.
+    fn reset_may_finish(&mut self) -> bool {
+        true
+    }
 }
+
+/// How often a firmware whose model holds the reset ([`RobotModel::reset_may_finish`]) asks
+/// again.
+pub const GO_POLL: Duration = Duration::from_millis(20);
 
 /// Configuration of a [`Firmware`].
 #[derive(Debug, Clone)]
@@ -361,8 +371,12 @@ impl<M: RobotModel> Firmware<M> {
         match self.state {
             RobotState::Resetting if now >= self.reset_done_at => {
                 if self.applied.is_some() {
-                    self.state = RobotState::Ready;
-                    self.send(&RobotMsg::Ready, out);
+                    if self.model.reset_may_finish() {
+                        self.state = RobotState::Ready;
+                        self.send(&RobotMsg::Ready, out);
+                    } else {
+                        self.reset_done_at = now + GO_POLL;
+                    }
                 } else {
                     self.state = RobotState::Idle;
                 }

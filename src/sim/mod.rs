@@ -6,26 +6,48 @@
 //!
 //! - [`firmware`]: the firmware state machine (Idle → Resetting → Ready ↔ Running, latched
 //!   Stopped), written as microcontroller firmware would use the `firmware-protocol` crate;
-//! - [`synthetic`]: the robot behind it, an analytic noisy gait-reward landscape with a known
-//!   optimum and a known unsafe region;
+//! - the robot behind it, chosen with `--model`: [`synthetic`] (the default), an analytic
+//!   noisy gait-reward landscape with a known optimum and a known unsafe region, fast and
+//!   exact for tests; or [`physics`], a rigid-body quadruped in rapier3d walking with an
+//!   open-loop oscillator gait;
 //! - [`pty`]: the pseudo-terminal (or device) it serves on.
 //!
 //! [`run`] prints `PTY <slave path>` as the first and only line on stdout, then logs to stderr.
 //! Time: episodes advance the firmware clock by 20 ms per step whatever the wall clock does;
 //! `--step-delay-ms` only paces them in wall time. The watchdog, heartbeats and reset delay
-//! use wall time.
+//! use wall time. `--realtime` paces steps at the firmware's 20 ms period.
+//!
+//! # Operator's go (`--require-go`)
+//!
+//! As on a real robot, the reset between episodes can wait for a person: with
+//! `--require-go` the firmware stays Resetting after the reset routine until the operator's
+//! go arrives, then reports Ready. The go is `SIGUSR1` to the simulated robot's process
+//! (`kill -USR1 <pid>`; the prompt on stderr names the pid) or, when its stdin is a
+//! terminal, a line (Enter) typed on it. A go given before the prompt does not count.
+//!
+//! # Replay (`--replay PARAMS.json [--plot OUT.svg]`, physics model)
+//!
+//! Runs one episode offline (no pseudo-terminal) with the parameters of `PARAMS.json` — an
+//! object name → value, such as a trial's `params` in `gaittune export --format json`
+//! output (a whole trial object is accepted too); missing parameters take their defaults —
+//! and prints a JSON summary on stdout: `steps`, `mean_forward_speed` (m/s), `return`,
+//! `max_joint_temp`, `trip` (null or `{reason, value, step}`). `--plot` also draws the trunk
+//! path, its height and the joint angles to an SVG file.
 
 pub mod firmware;
+pub mod physics;
 pub mod pty;
 pub mod synthetic;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use firmware::{EventLog, Firmware, FirmwareOptions, RobotModel};
+use firmware::{EventLog, Firmware, FirmwareOptions, ParamSpec, RobotModel, Telemetry};
+use physics::PhysicsQuadruped;
 use pty::{DeviceTransport, PtyServer, Transport};
 use synthetic::SyntheticQuadruped;
 
@@ -36,9 +58,46 @@ pub const ROBOT_ID: &str = "sim-quadruped";
 /// Longest the serve loop sleeps without checking on its parent process.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(50);
 
+/// Which simulated robot `gaittune sim` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimModel {
+    /// The analytic reward landscape ([`synthetic`]): fast, exact, for tests.
+    #[default]
+    Synthetic,
+    /// The rigid-body quadruped ([`physics`]).
+    Physics,
+}
+
 /// Options of `gaittune sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimOptions {
+    /// The robot behind the firmware.
+    #[arg(long, value_enum, default_value_t = SimModel::Synthetic)]
+    pub model: SimModel,
+    /// Physics model: declare every joint's amplitude, offset and phase (26 parameters)
+    /// instead of the 10 tied by leg symmetry.
+    #[arg(long)]
+    pub full_params: bool,
+    /// Pace control steps at wall-clock speed (the 20 ms period; overrides --step-delay-ms).
+    #[arg(long)]
+    pub realtime: bool,
+    /// Wait for an operator's go (SIGUSR1, or Enter on an interactive stdin) at the end of
+    /// every reset before reporting Ready.
+    #[arg(long)]
+    pub require_go: bool,
+    /// Physics model: run one episode offline with the parameters in this JSON file (name →
+    /// value) and print a summary, instead of serving the protocol.
+    #[arg(long, value_name = "PARAMS.json")]
+    pub replay: Option<PathBuf>,
+    /// With --replay: draw the episode (trunk path, height, joint angles) to this SVG file.
+    #[arg(long, value_name = "OUT.svg", requires = "replay")]
+    pub plot: Option<PathBuf>,
+    /// With --replay: episode length in control steps.
+    #[arg(long, default_value_t = 500)]
+    pub replay_steps: u32,
+    /// With --replay: the episode seed (StartEpisode's seed).
+    #[arg(long, default_value_t = 1)]
+    pub replay_seed: u64,
     /// Serve on this existing device path instead of creating a pseudo-terminal.
     #[arg(long)]
     pub device: Option<PathBuf>,
@@ -69,6 +128,14 @@ pub struct SimOptions {
 impl Default for SimOptions {
     fn default() -> Self {
         Self {
+            model: SimModel::Synthetic,
+            full_params: false,
+            realtime: false,
+            require_go: false,
+            replay: None,
+            plot: None,
+            replay_steps: 500,
+            replay_seed: 1,
             device: None,
             seed: 1,
             step_delay_ms: 0.0,
@@ -101,6 +168,17 @@ impl SimOptions {
         if self.watchdog_ms == 0 {
             bail!("--watchdog-ms must be at least 1 (the protocol recommends 200 to 5000)");
         }
+        if self.model != SimModel::Physics {
+            if self.full_params {
+                bail!("--full-params applies to the physics robot only: add --model physics");
+            }
+            if self.replay.is_some() {
+                bail!("--replay runs the physics robot only: add --model physics");
+            }
+        }
+        if self.plot.is_some() && self.replay.is_none() {
+            bail!("--plot draws a replayed episode: add --replay PARAMS.json");
+        }
         Ok(())
     }
 
@@ -111,7 +189,11 @@ impl SimOptions {
             boot_id,
             watchdog_ms: self.watchdog_ms,
             step_period_us: STEP_PERIOD_US,
-            step_delay: Duration::from_secs_f64(self.step_delay_ms.max(0.0) / 1e3),
+            step_delay: if self.realtime {
+                Duration::from_micros(STEP_PERIOD_US as u64)
+            } else {
+                Duration::from_secs_f64(self.step_delay_ms.max(0.0) / 1e3)
+            },
             reset_delay: Duration::from_secs_f64(self.reset_delay_ms.max(0.0) / 1e3),
         }
     }
@@ -132,12 +214,47 @@ pub fn fresh_boot_id() -> u32 {
 }
 
 /// Runs the simulated robot until killed (or, with `--exit-with-parent`, until the parent
-/// process is gone). Creates a pseudo-terminal unless `--device` is given.
+/// process is gone). Creates a pseudo-terminal unless `--device` is given. With `--replay`,
+/// runs one offline episode instead ([module docs](self)).
 pub fn run(opts: &SimOptions) -> anyhow::Result<()> {
     opts.validate()?;
+    if let Some(params) = &opts.replay {
+        return run_replay(opts, params);
+    }
+    match opts.model {
+        SimModel::Synthetic => {
+            let model = SyntheticQuadruped::new(opts.seed, opts.noise);
+            if opts.require_go {
+                run_model(OperatorGo::new(model)?, opts)
+            } else {
+                run_model(model, opts)
+            }
+        }
+        SimModel::Physics => {
+            let model = PhysicsQuadruped::new(opts.seed, opts.noise, opts.full_params);
+            let result = if opts.require_go {
+                run_model(OperatorGo::new(model)?, opts)
+            } else {
+                run_model(model, opts)
+            };
+            let (steps, compute) = physics::totals();
+            if steps > 0 {
+                tracing::info!(
+                    "physics robot: {steps} control steps ({:.1} s simulated) in {:.2} s of compute: real-time factor {:.1}",
+                    steps as f64 * 0.02,
+                    compute.as_secs_f64(),
+                    steps as f64 * 0.02 / compute.as_secs_f64().max(1e-9)
+                );
+            }
+            result
+        }
+    }
+}
+
+/// Serves the protocol for `model` (see [`run`]).
+fn run_model<M: RobotModel>(model: M, opts: &SimOptions) -> anyhow::Result<()> {
     let boot = Instant::now();
     let parent = opts.exit_with_parent.then(nix::unistd::getppid);
-    let model = SyntheticQuadruped::new(opts.seed, opts.noise);
     let mut fw = Firmware::new(model, opts.firmware_options(fresh_boot_id()));
     if let Some(path) = &opts.event_log {
         let log = EventLog::create(path)
@@ -173,6 +290,144 @@ pub fn run(opts: &SimOptions) -> anyhow::Result<()> {
         }
         true
     })
+}
+
+/// `--replay`: one offline episode of the physics robot, a JSON summary on stdout, and the
+/// SVG picture with `--plot`.
+fn run_replay(opts: &SimOptions, params: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(params)
+        .with_context(|| format!("reading the parameter file {} (--replay)", params.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON: --replay expects an object name -> value, e.g. {{\"hip_amp\": 0.3}}",
+            params.display()
+        )
+    })?;
+    let map = match json.get("params").and_then(|p| p.as_object()) {
+        Some(inner) => inner,
+        None => json.as_object().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} must hold a JSON object name -> value (or a trial with a \"params\" object)",
+                params.display()
+            )
+        })?,
+    };
+    let model = PhysicsQuadruped::new(opts.seed, opts.noise, opts.full_params);
+    let values = physics::values_from_map(model.params(), map)
+        .with_context(|| format!("in {}", params.display()))?;
+    let replay = physics::replay(&model, &values, opts.replay_seed, opts.replay_steps);
+    let max_temp = replay
+        .frames
+        .iter()
+        .map(|f| f.telemetry.max_joint_temp)
+        .fold(f32::MIN, f32::max);
+    let summary = serde_json::json!({
+        "steps": replay.frames.len(),
+        "seconds": replay.frames.len() as f64 * 0.02,
+        "mean_forward_speed": replay.mean_forward_speed(),
+        "return": replay.episode_return(),
+        "max_joint_temp": if replay.frames.is_empty() { serde_json::Value::Null } else { max_temp.into() },
+        "trip": replay.trip.map(|(reason, value, step)| serde_json::json!({
+            "reason": reason, "value": value, "step": step,
+        })),
+        "params": model.params().iter().zip(&values)
+            .map(|(s, v)| (s.name.to_string(), serde_json::json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    if let Some(out) = &opts.plot {
+        let title = format!(
+            "{}: robot seed {}, episode seed {}, noise {}",
+            params.display(),
+            opts.seed,
+            opts.replay_seed,
+            opts.noise
+        );
+        std::fs::write(out, physics::plot::episode_svg(&replay, &title))
+            .with_context(|| format!("writing the plot {} (--plot)", out.display()))?;
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+/// Set by `SIGUSR1` and by lines typed on an interactive stdin: the operator's go.
+static GO: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: nix::libc::c_int) {
+    GO.store(true, Ordering::SeqCst);
+}
+
+/// A robot whose reset waits for an operator's go (`--require-go`, [module docs](self)).
+pub struct OperatorGo<M> {
+    inner: M,
+    waiting: bool,
+}
+
+impl<M> OperatorGo<M> {
+    /// Wraps `inner`; installs the SIGUSR1 handler and, when stdin is a terminal, a thread
+    /// reading go lines from it.
+    pub fn new(inner: M) -> anyhow::Result<Self> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let action = SigAction::new(
+            SigHandler::Handler(on_sigusr1),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(Signal::SIGUSR1, &action) }
+            .context("installing the SIGUSR1 handler for --require-go")?;
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            std::thread::spawn(|| {
+                for line in std::io::stdin().lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                    GO.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+        Ok(Self {
+            inner,
+            waiting: false,
+        })
+    }
+}
+
+impl<M: RobotModel> RobotModel for OperatorGo<M> {
+    type Episode = M::Episode;
+
+    fn params(&self) -> &[ParamSpec] {
+        self.inner.params()
+    }
+
+    fn start_episode(&self, values: &[f32], seed: u64) -> M::Episode {
+        self.inner.start_episode(values, seed)
+    }
+
+    fn step(&self, episode: &mut M::Episode, step: u32) -> Telemetry {
+        self.inner.step(episode, step)
+    }
+
+    fn reset_may_finish(&mut self) -> bool {
+        if !self.waiting {
+            GO.store(false, Ordering::SeqCst);
+            self.waiting = true;
+            eprintln!(
+                "simulated robot: reset done, waiting for the operator's go (kill -USR1 {}{})",
+                std::process::id(),
+                if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    ", or Enter here"
+                } else {
+                    ""
+                }
+            );
+            return false;
+        }
+        if GO.swap(false, Ordering::SeqCst) {
+            self.waiting = false;
+            return true;
+        }
+        false
+    }
 }
 
 /// The firmware main loop: wait for input or the next deadline, feed every pending byte,
