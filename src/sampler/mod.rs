@@ -7,9 +7,18 @@
 //! proposing the same point twice), intermediate values and prune reasons (unsafe trials
 //! are constraint violations the search must learn from).
 
+mod cmaes;
+mod qmc;
 mod random;
+mod tpe;
 
+pub use cmaes::{
+    default_popsize, warm_start_from, CmaesOptions, CmaesSampler, Restart, WarmStart,
+    WarmStartSource,
+};
+pub use qmc::{QmcKind, QmcOptions, QmcSampler};
 pub use random::RandomSampler;
+pub use tpe::{Startup, TpeOptions, TpeSampler};
 
 use crate::space::{Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial};
@@ -39,10 +48,23 @@ pub trait Sampler: Send {
     /// Called after a trial finished (complete, pruned or failed), with its stored state.
     /// Samplers that keep incremental state update it here; the default ignores it.
     fn tell(&mut self, _trial: &FrozenTrial) {}
+
+    /// The sampler's state worth keeping across a restart of the daemon, as one small JSON
+    /// value (the study stores it as the study attribute `sampler_state`); `None` for
+    /// stateless samplers. It must stay small: `O(d²)` numbers, not the history.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Restores a state produced by [`Sampler::save_state`] of a sampler of the same kind.
+    /// An error says why the state cannot be used.
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The sampler kinds [`from_kind`] knows.
-pub const KINDS: &[&str] = &["random"];
+pub const KINDS: &[&str] = &["random", "cmaes", "tpe", "qmc"];
 
 /// Builds a sampler by its config name (`[sampler] kind`), with its options table
 /// (`[sampler.<kind>]`, e.g. `[sampler.tpe]`) if the config has one. Each sampler parses its
@@ -56,6 +78,18 @@ pub fn build(
         "random" => {
             no_options(kind, options)?;
             Ok(Box::new(RandomSampler::new(seed)))
+        }
+        "cmaes" => {
+            let o: CmaesOptions = parse_options(kind, options)?;
+            Ok(Box::new(CmaesSampler::with_options(seed, o)?))
+        }
+        "tpe" => {
+            let o: TpeOptions = parse_options(kind, options)?;
+            Ok(Box::new(TpeSampler::with_options(seed, o)?))
+        }
+        "qmc" => {
+            let o: QmcOptions = parse_options(kind, options)?;
+            Ok(Box::new(QmcSampler::with_options(seed, o)))
         }
         other => Err(format!(
             "unknown sampler kind {other:?}; available: {}",

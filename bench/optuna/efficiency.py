@@ -1,0 +1,84 @@
+"""Optuna's sample efficiency: every trial's value for N trials (best-so-far read at
+50/100/200), seeds 0..S-1, minimise, on the shared problem suite (common.py).
+
+Adapted from ../shared/reference/optuna-5.0/scripts/bench_efficiency.py (same objective
+wiring: suggest_float x0..x{D-1} in the problem's box; mixed_space_suggest for `mixed`).
+
+Usage: efficiency.py --out OUT.json [--seeds 30] [--trials 200] [--dim 8] [--workers 2]
+                     [--samplers all] [--problems all]
+"""
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+
+import cmaes
+import numpy as np
+import optuna
+
+from common import continuous_problems, mixed_objective, mixed_space_suggest
+from samplers import DESCRIPTION, SAMPLERS, parse_names
+
+CHECK = (50, 100, 200)
+
+
+def task(args):
+    prob, sname, seed, d, n = args
+    t0 = time.perf_counter()
+    study = optuna.create_study(sampler=SAMPLERS[sname](seed), direction="minimize")
+    if prob == "mixed":
+        def obj(trial):
+            return mixed_objective(*mixed_space_suggest(trial))
+    else:
+        f, lo, hi, _ = continuous_problems(d)[prob]
+
+        def obj(trial):
+            return f([trial.suggest_float(f"x{i}", lo, hi) for i in range(d)])
+    study.optimize(obj, n_trials=n)
+    vals = [t.value for t in study.trials]
+    return prob, sname, seed, vals, time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--dim", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--samplers", default="all")
+    ap.add_argument("--problems", default="all")
+    a = ap.parse_args()
+    names = parse_names(a.samplers)
+    known = list(continuous_problems(a.dim)) + ["mixed"]
+    probs = known if a.problems == "all" else [p for p in a.problems.split(",") if p]
+    unknown = [p for p in probs if p not in known]
+    if unknown:
+        raise SystemExit(f"unknown problem(s) {unknown}; known: {', '.join(known)}")
+    # Slowest first (TPE), so the two workers finish together.
+    order = sorted(names, key=lambda s: s != "tpe")
+    tasks = [(p, s, seed, a.dim, a.trials) for s in order for p in probs for seed in range(a.seeds)]
+    res = {"meta": {"side": "optuna", "command": "efficiency", "optuna": optuna.__version__,
+                    "cmaes": cmaes.__version__, "numpy": np.__version__,
+                    "python": sys.version.split()[0], "D": a.dim, "N": a.trials,
+                    "seeds": list(range(a.seeds)), "problems": probs,
+                    "samplers": {n: DESCRIPTION[n] for n in names}, "direction": "minimize"},
+           "runs": []}
+    t_all = time.perf_counter()
+    with mp.Pool(a.workers) as pool:
+        for i, (p, s, seed, vals, wall) in enumerate(pool.imap_unordered(task, tasks), 1):
+            best = np.minimum.accumulate(np.array(vals))
+            res["runs"].append({"problem": p, "sampler": s, "seed": seed, "wall_s": wall,
+                                "best_at": {str(c): float(best[c - 1]) for c in CHECK if c <= len(vals)},
+                                "values": [float(v) for v in vals]})
+            if i % 50 == 0 or i == len(tasks):
+                print(f"optuna efficiency {i}/{len(tasks)} runs ({time.perf_counter() - t_all:.1f}s)",
+                      file=sys.stderr, flush=True)
+    res["runs"].sort(key=lambda r: (r["problem"], r["sampler"], r["seed"]))
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+
+
+if __name__ == "__main__":
+    main()

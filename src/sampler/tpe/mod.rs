@@ -1,0 +1,658 @@
+//! Tree-structured Parzen Estimator (TPE) with Optuna 5.0's semantics, built for speed.
+//!
+//! **What it does** (as Optuna's `TPESampler()` in 5.0): until `n_startup_trials` trials have
+//! finished (COMPLETE or PRUNED), sample at random. Then split the history into a "below"
+//! (good) group of `γ(n) = min(ceil(0.1·n), 25)` trials and an "above" group of the rest,
+//! fit a Parzen estimator `l(x)` to the first and `g(x)` to the second (see [`parzen`]),
+//! draw 24 candidates from `l` and keep the one maximising `log l(x) − log g(x)`.
+//! - *Multivariate* by default: one joint kernel per trial over every parameter of the
+//!   intersection search space (parameters every finished trial has a valid value for).
+//!   Parameters outside it fall back to univariate TPE over the trials that have them.
+//! - *Split* (`_split_trials`): COMPLETE trials by value; then PRUNED ones by (latest step
+//!   reported, descending; value there); then infeasible ones by violation; RUNNING trials
+//!   always "above" (constant liar: a trial in flight repels new proposals). FAIL and WAITING
+//!   trials are ignored; so is the trial being asked for.
+//! - *Constraints*: a trial PRUNED as unsafe ([`crate::pruner::is_unsafe`]) is infeasible,
+//!   its violation `attrs.unsafe.excess` (missing or not a number: 1.0; ≤ 0: the smallest
+//!   positive number, it still broke a limit). Infeasible trials go "above", except that the
+//!   least-violating fill "below" when there are too few feasible trials.
+//! - *Weights*: flat below 25 observations, else Optuna's ramp from `1/n` (oldest) to 1
+//!   (newest 25); the prior kernel has weight `prior_weight`.
+//!
+//! **How it is fast** (≈ 100× less time per trial than Optuna at 1000 trials): parameters
+//! are read from each trial once and cached (keyed by trial number and a fingerprint of its
+//! parameters), the per-parameter sorted orders needed for the bandwidths are kept and
+//! updated by insertion, normalising constants are memoised per (trial, parameter,
+//! bandwidth), the split uses selection instead of sorting, buffers are reused across asks,
+//! and the mixture density skips kernels that provably cannot matter (see [`parzen`]). The
+//! cache is a memo only: the result is a pure function of (seed, space, history, trial
+//! number). It assumes what the storage guarantees: a trial's parameters never change once
+//! set (a change of their count, first or last value is detected and re-read).
+//!
+//! **Where it differs from Optuna, on purpose**:
+//! - Random streams: ours are [`TrialRng::for_trial`] (seed, trial number, stream) per
+//!   parameter group, so a resumed or re-ordered study proposes the same points; startup
+//!   trials equal [`super::RandomSampler`]'s for the same seed.
+//! - Truncated normals are drawn by exact rejection samplers, not CDF inversion: same
+//!   distribution, fewer transcendental calls.
+//! - The first trial of a fresh study: Optuna's intersection space is empty until a trial
+//!   finishes; ours is the whole space (nothing to fit yet either way: the prior alone).
+//! - `startup = "qmc"` (not Optuna's) draws the start-up trials from a scrambled Sobol
+//!   sequence instead of at random; the default stays `"random"` as in Optuna.
+
+mod parzen;
+mod truncnorm;
+
+use serde::{Deserialize, Serialize};
+
+use super::qmc::{self, QmcKind};
+use super::random::sample_distribution;
+use super::{SampleRequest, Sampler, TrialRng};
+use crate::pruner::is_unsafe;
+use crate::space::{Params, SearchSpace};
+use crate::trial::{Direction, FrozenTrial, TrialState};
+use parzen::{default_weight, Dim, Kind, NormCache, Parzen, ParzenParams};
+
+/// How TPE proposes its start-up trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Startup {
+    /// Independent uniform draws (Optuna's way; identical to the `random` sampler).
+    #[default]
+    Random,
+    /// Points of a scrambled Sobol sequence (more even coverage of the space).
+    Qmc,
+}
+
+/// Options of the `tpe` sampler (`[sampler.tpe]`); the defaults are Optuna 5.0's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TpeOptions {
+    /// Finished (COMPLETE or PRUNED) trials before the model is used.
+    pub n_startup_trials: usize,
+    /// Candidates drawn from the "below" estimator per proposal.
+    pub n_ei_candidates: usize,
+    /// Joint kernels over all parameters (true) or one estimator per parameter (false).
+    pub multivariate: bool,
+    /// Put RUNNING trials in the "above" group so that parallel or interrupted trials are
+    /// not proposed again.
+    pub constant_liar: bool,
+    /// Use the domain ends as neighbours when sizing the outermost kernels.
+    pub consider_endpoints: bool,
+    /// Weight of the prior kernel (≥ 0).
+    pub prior_weight: f64,
+    /// Upper bound of the "below" group size: `γ(n) = min(ceil(0.1·n), gamma_cap)`.
+    pub gamma_cap: usize,
+    /// How start-up trials are drawn: `"random"` or `"qmc"`.
+    pub startup: Startup,
+}
+
+impl Default for TpeOptions {
+    fn default() -> Self {
+        TpeOptions {
+            n_startup_trials: 10,
+            n_ei_candidates: 24,
+            multivariate: true,
+            constant_liar: true,
+            consider_endpoints: false,
+            prior_weight: 1.0,
+            gamma_cap: 25,
+            startup: Startup::Random,
+        }
+    }
+}
+
+impl TpeOptions {
+    /// Checks the values; the error names the option and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.n_ei_candidates == 0 {
+            return Err("sampler.tpe.n_ei_candidates must be at least 1 (Optuna uses 24)".into());
+        }
+        if !(self.prior_weight.is_finite() && self.prior_weight >= 0.0) {
+            return Err(format!(
+                "sampler.tpe.prior_weight must be a finite number >= 0 (got {}); the default is 1.0",
+                self.prior_weight
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The TPE sampler. Cheap to clone only when empty: it caches what it read from the
+/// history (a memo, never a change in results).
+#[derive(Debug)]
+pub struct TpeSampler {
+    seed: u64,
+    options: TpeOptions,
+    cache: Cache,
+    work: Work,
+}
+
+impl TpeSampler {
+    /// A TPE sampler with Optuna's defaults.
+    pub fn new(seed: u64) -> TpeSampler {
+        TpeSampler {
+            seed,
+            options: TpeOptions::default(),
+            cache: Cache::default(),
+            work: Work::default(),
+        }
+    }
+
+    /// A TPE sampler with explicit options (validated).
+    pub fn with_options(seed: u64, options: TpeOptions) -> Result<TpeSampler, String> {
+        options.validate()?;
+        Ok(TpeSampler {
+            options,
+            ..TpeSampler::new(seed)
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &TpeOptions {
+        &self.options
+    }
+}
+
+/// What the sampler remembers of one history position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Slot {
+    number: u64,
+    /// (number of params, bits of the first and last value).
+    fingerprint: (usize, u64, u64),
+    /// Bit `j`: parameter `j` has a valid value (coordinates in `Cache::coords`).
+    valid: u64,
+}
+
+fn fingerprint(t: &FrozenTrial) -> (usize, u64, u64) {
+    let first = t.params.first_key_value().map_or(0, |(_, v)| v.to_bits());
+    let last = t.params.last_key_value().map_or(0, |(_, v)| v.to_bits());
+    (t.params.len(), first, last)
+}
+
+/// Everything read from the history, kept across asks.
+#[derive(Debug, Default)]
+struct Cache {
+    space: Option<SearchSpace>,
+    /// Per space parameter: its model, `None` if single-valued.
+    dims: Vec<Option<Dim>>,
+    slots: Vec<Slot>,
+    /// `coords[slot * d + j]`: model-space value of parameter `j`.
+    coords: Vec<f64>,
+    /// Per numeric parameter: `(value, slot)` of every slot with a valid value, sorted.
+    order: Vec<Vec<(f64, u32)>>,
+    /// Memoised normalising constants, `slot * d + j`.
+    norm: Vec<(u64, f64, f64)>,
+}
+
+impl Cache {
+    fn d(&self) -> usize {
+        self.dims.len()
+    }
+
+    fn reset(&mut self, space: &SearchSpace) {
+        self.space = Some(space.clone());
+        self.dims = space.iter().map(|(_, dist)| Dim::of(dist)).collect();
+        self.slots.clear();
+        self.coords.clear();
+        self.order = vec![Vec::new(); space.len()];
+        self.norm.clear();
+    }
+
+    /// Brings the cache in line with `history`.
+    fn sync(&mut self, space: &SearchSpace, history: &[FrozenTrial]) {
+        if self.space.as_ref() != Some(space) {
+            self.reset(space);
+        }
+        let d = self.d();
+        let mut rebuild = false;
+        if history.len() < self.slots.len() {
+            self.slots.truncate(history.len());
+            self.coords.truncate(history.len() * d);
+            self.norm.truncate(history.len() * d);
+            rebuild = true;
+        }
+        let old_len = self.slots.len();
+        for (i, t) in history.iter().enumerate().take(old_len) {
+            let fp = fingerprint(t);
+            let s = self.slots[i];
+            if s.number != t.number || s.fingerprint != fp {
+                self.extract(i, t);
+                rebuild = true;
+            }
+        }
+        let fresh = history.len() - old_len;
+        for (i, t) in history.iter().enumerate().skip(old_len) {
+            self.slots.push(Slot {
+                number: t.number,
+                fingerprint: (0, 0, 0),
+                valid: 0,
+            });
+            self.coords.resize((i + 1) * d, 0.0);
+            self.norm.resize((i + 1) * d, (0, 0.0, 0.0));
+            self.extract(i, t);
+        }
+        if rebuild || fresh > 64 {
+            for (j, ord) in self.order.iter_mut().enumerate() {
+                ord.clear();
+                if !matches!(
+                    self.dims[j],
+                    Some(Dim {
+                        kind: Kind::Cat { .. },
+                        ..
+                    }) | None
+                ) {
+                    for (s, slot) in self.slots.iter().enumerate() {
+                        if slot.valid >> j & 1 == 1 {
+                            ord.push((self.coords[s * d + j], s as u32));
+                        }
+                    }
+                    ord.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                }
+            }
+        } else {
+            for s in old_len..history.len() {
+                for (j, ord) in self.order.iter_mut().enumerate() {
+                    let numeric = !matches!(
+                        self.dims[j],
+                        Some(Dim {
+                            kind: Kind::Cat { .. },
+                            ..
+                        }) | None
+                    );
+                    if numeric && self.slots[s].valid >> j & 1 == 1 {
+                        let e = (self.coords[s * d + j], s as u32);
+                        let at = ord
+                            .partition_point(|x| x.0.total_cmp(&e.0).then(x.1.cmp(&e.1)).is_lt());
+                        ord.insert(at, e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (Re-)reads slot `i` from trial `t`.
+    fn extract(&mut self, i: usize, t: &FrozenTrial) {
+        let d = self.d();
+        let space = self.space.as_ref().expect("space set before extract");
+        let mut valid = 0u64;
+        for (j, (name, dist)) in space.iter().enumerate() {
+            self.norm[i * d + j] = (0, 0.0, 0.0);
+            let Some(dim) = &self.dims[j] else { continue };
+            if let Some(&x) = t.params.get(name) {
+                if dist.contains(x) {
+                    self.coords[i * d + j] = dim.model_of(x);
+                    valid |= 1 << j;
+                }
+            }
+        }
+        self.slots[i] = Slot {
+            number: t.number,
+            fingerprint: fingerprint(t),
+            valid,
+        };
+    }
+}
+
+/// Which side of the split a trial is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Out,
+    Below,
+    Above,
+}
+
+/// Per-ask scratch buffers, kept to avoid reallocating.
+#[derive(Debug, Default)]
+struct Work {
+    side: Vec<Side>,
+    complete: Vec<(f64, u64, u32)>,
+    pruned: Vec<((f64, f64), u64, u32)>,
+    infeasible: Vec<(f64, u64, u32)>,
+    k_below: Vec<u32>,
+    k_above: Vec<u32>,
+    slots_below: Vec<u32>,
+    slots_above: Vec<u32>,
+    sorted_below: Vec<Vec<(f64, u32)>>,
+    sorted_above: Vec<Vec<(f64, u32)>>,
+    below: Parzen,
+    above: Parzen,
+    candidates: Vec<f64>,
+    coords: Vec<f64>,
+    dims: Vec<Dim>,
+    dim_index: Vec<usize>,
+    unit: Vec<f64>,
+}
+
+/// Violation amount of an unsafe trial.
+fn violation(t: &FrozenTrial) -> f64 {
+    match t
+        .attrs
+        .get("unsafe")
+        .and_then(|u| u.get("excess"))
+        .and_then(serde_json::Value::as_f64)
+    {
+        Some(x) if x > 0.0 => x,
+        Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
+        _ => 1.0,
+    }
+}
+
+/// Optuna's ranking key of a pruned trial: latest step first, then its value there.
+fn pruned_key(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
+    match t.last_intermediate() {
+        Some((step, v)) => {
+            let v = if v.is_nan() {
+                f64::INFINITY
+            } else if direction == Direction::Minimize {
+                v
+            } else {
+                -v
+            };
+            (-(step as f64), v)
+        }
+        None => (1.0, 0.0),
+    }
+}
+
+/// Moves the `n` smallest entries (by key, then trial number) to the front.
+fn select_best<K: Copy>(
+    v: &mut [(K, u64, u32)],
+    n: usize,
+    cmp: impl Fn(&K, &K) -> std::cmp::Ordering,
+) {
+    if n == 0 || n >= v.len() {
+        return;
+    }
+    v.select_nth_unstable_by(n - 1, |a, b| cmp(&a.0, &b.0).then(a.1.cmp(&b.1)));
+}
+
+impl Sampler for TpeSampler {
+    fn name(&self) -> &str {
+        "tpe"
+    }
+
+    fn sample(&mut self, request: &SampleRequest<'_>) -> Params {
+        let space = request.space;
+        let history = request.history;
+        self.cache.sync(space, history);
+        let cache = &self.cache;
+        let w = &mut self.work;
+        let opts = &self.options;
+        let d = cache.d();
+
+        let (n_finished, mut inter) = w.split(cache, request, opts);
+        let mut out = Params::new();
+        if n_finished < opts.n_startup_trials {
+            self.startup(request, &mut out);
+            return out;
+        }
+
+        // Parameter groups: the multivariate intersection, then univariate fallbacks.
+        let modelled: u64 = (0..d)
+            .filter(|&j| cache.dims[j].is_some())
+            .fold(0, |m, j| m | 1 << j);
+        if n_finished == 0 {
+            inter = modelled;
+        }
+        let inter = inter & modelled;
+        let mut groups: Vec<(u64, u64)> = Vec::new();
+        if opts.multivariate && inter != 0 {
+            groups.push((inter, 1));
+        }
+        for j in 0..d {
+            let bit = 1u64 << j;
+            if modelled & bit != 0 && !(opts.multivariate && inter & bit != 0) {
+                groups.push((bit, 2 + j as u64));
+            }
+        }
+        let mut values = vec![f64::NAN; d];
+        for (mask, stream) in groups {
+            let mut rng = TrialRng::for_trial(self.seed, request.trial_number, stream);
+            self.sample_group(mask, &mut rng, &mut values);
+        }
+        let mut rng = TrialRng::for_trial(self.seed, request.trial_number, 0);
+        for (j, (name, dist)) in space.iter().enumerate() {
+            let x = if modelled >> j & 1 == 1 {
+                values[j]
+            } else {
+                sample_distribution(dist, &mut rng)
+            };
+            out.insert(name.to_string(), x);
+        }
+        out
+    }
+}
+
+impl Work {
+    /// Classifies the history and splits it as Optuna's `_split_trials` does, filling
+    /// `side`; returns the number of finished (COMPLETE or PRUNED) trials and the mask of
+    /// parameters every one of them has a valid value for.
+    fn split(
+        &mut self,
+        cache: &Cache,
+        request: &SampleRequest<'_>,
+        opts: &TpeOptions,
+    ) -> (usize, u64) {
+        let history = request.history;
+        let w = self;
+        w.side.clear();
+        w.side.resize(history.len(), Side::Out);
+        w.complete.clear();
+        w.pruned.clear();
+        w.infeasible.clear();
+        let mut n_finished = 0usize;
+        let mut inter = u64::MAX;
+        let sign = if request.direction == Direction::Maximize {
+            -1.0
+        } else {
+            1.0
+        };
+        for (i, t) in history.iter().enumerate() {
+            if t.number == request.trial_number {
+                continue;
+            }
+            let slot = i as u32;
+            match t.state {
+                TrialState::Complete => match t.value {
+                    Some(v) if !v.is_nan() => w.complete.push((sign * v, t.number, slot)),
+                    _ => continue,
+                },
+                TrialState::Pruned => {
+                    if is_unsafe(t) {
+                        w.infeasible.push((violation(t), t.number, slot));
+                    } else {
+                        w.pruned
+                            .push((pruned_key(t, request.direction), t.number, slot));
+                    }
+                }
+                TrialState::Running if opts.constant_liar => {
+                    w.side[i] = Side::Above;
+                    continue;
+                }
+                _ => continue,
+            }
+            n_finished += 1;
+            inter &= cache.slots[i].valid;
+            w.side[i] = Side::Above;
+        }
+        // γ(n) = min(ceil(0.1·n), cap), in floating point as Optuna computes it.
+        let mut left = ((0.1 * n_finished as f64).ceil() as usize).min(opts.gamma_cap);
+        let take = left.min(w.complete.len());
+        select_best(&mut w.complete, take, |a: &f64, b: &f64| a.total_cmp(b));
+        for e in &w.complete[..take] {
+            w.side[e.2 as usize] = Side::Below;
+        }
+        left -= take;
+        let take = left.min(w.pruned.len());
+        select_best(&mut w.pruned, take, |a: &(f64, f64), b: &(f64, f64)| {
+            a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1))
+        });
+        for e in &w.pruned[..take] {
+            w.side[e.2 as usize] = Side::Below;
+        }
+        left -= take;
+        let take = left.min(w.infeasible.len());
+        select_best(&mut w.infeasible, take, |a: &f64, b: &f64| a.total_cmp(b));
+        for e in &w.infeasible[..take] {
+            w.side[e.2 as usize] = Side::Below;
+        }
+        (n_finished, inter)
+    }
+}
+
+impl TpeSampler {
+    fn startup(&mut self, request: &SampleRequest<'_>, out: &mut Params) {
+        match self.options.startup {
+            Startup::Random => {
+                let mut rng = TrialRng::for_trial(self.seed, request.trial_number, 0);
+                for (name, dist) in request.space.iter() {
+                    out.insert(name.to_string(), sample_distribution(dist, &mut rng));
+                }
+            }
+            Startup::Qmc => {
+                let unit = &mut self.work.unit;
+                qmc::unit_point(
+                    QmcKind::Sobol,
+                    true,
+                    self.seed,
+                    request.trial_number,
+                    request.space.len(),
+                    unit,
+                );
+                for ((name, dist), &u) in request.space.iter().zip(unit.iter()) {
+                    out.insert(name.to_string(), qmc::from_unit(dist, u));
+                }
+            }
+        }
+    }
+
+    /// Fits below/above estimators over the parameters in `mask` and writes the best of
+    /// the candidates into `values`.
+    fn sample_group(&mut self, mask: u64, rng: &mut TrialRng, values: &mut [f64]) {
+        let cache = &mut self.cache;
+        let w = &mut self.work;
+        let opts = &self.options;
+        let d = cache.dims.len();
+        w.dims.clear();
+        w.dim_index.clear();
+        for j in 0..d {
+            if mask >> j & 1 == 1 {
+                w.dims.push(cache.dims[j].expect("modelled"));
+                w.dim_index.push(j);
+            }
+        }
+        let g = w.dims.len();
+        // Kernel numbering, in trial-number order.
+        let n_slots = cache.slots.len();
+        w.k_below.clear();
+        w.k_below.resize(n_slots, u32::MAX);
+        w.k_above.clear();
+        w.k_above.resize(n_slots, u32::MAX);
+        w.slots_below.clear();
+        w.slots_above.clear();
+        for (s, side) in w.side.iter().enumerate() {
+            if *side == Side::Out || cache.slots[s].valid & mask != mask {
+                continue;
+            }
+            if *side == Side::Below {
+                w.k_below[s] = w.slots_below.len() as u32;
+                w.slots_below.push(s as u32);
+            } else {
+                w.k_above[s] = w.slots_above.len() as u32;
+                w.slots_above.push(s as u32);
+            }
+        }
+        // Sorted observations per numeric parameter, from the cached global orders.
+        for v in [&mut w.sorted_below, &mut w.sorted_above] {
+            if v.len() < g {
+                v.resize_with(g, Vec::new);
+            }
+            for x in v.iter_mut() {
+                x.clear();
+            }
+        }
+        for (jj, &j) in w.dim_index.iter().enumerate() {
+            if matches!(w.dims[jj].kind, Kind::Cat { .. }) {
+                continue;
+            }
+            let (sb, sa) = (&mut w.sorted_below[jj], &mut w.sorted_above[jj]);
+            for &(v, s) in &cache.order[j] {
+                let s = s as usize;
+                let ka = w.k_above[s];
+                if ka != u32::MAX {
+                    sa.push((v, ka));
+                } else {
+                    let kb = w.k_below[s];
+                    if kb != u32::MAX {
+                        sb.push((v, kb));
+                    }
+                }
+            }
+        }
+        let params = ParzenParams {
+            prior_weight: opts.prior_weight,
+            consider_endpoints: opts.consider_endpoints,
+            magic_clip: true,
+        };
+        let coords = &cache.coords;
+        let dim_index = &w.dim_index;
+        let (nb, na) = (w.slots_below.len(), w.slots_above.len());
+        {
+            let slots = &w.slots_below;
+            w.below.build(
+                &w.dims,
+                nb,
+                |k, jj| coords[slots[k] as usize * d + dim_index[jj]],
+                &w.sorted_below,
+                |k| default_weight(nb, k),
+                params,
+                Some(NormCache {
+                    slot_of: slots,
+                    dim_index,
+                    entries: &mut cache.norm,
+                    stride: d,
+                }),
+            );
+        }
+        {
+            let slots = &w.slots_above;
+            w.above.build(
+                &w.dims,
+                na,
+                |k, jj| coords[slots[k] as usize * d + dim_index[jj]],
+                &w.sorted_above,
+                |k| default_weight(na, k),
+                params,
+                Some(NormCache {
+                    slot_of: slots,
+                    dim_index,
+                    entries: &mut cache.norm,
+                    stride: d,
+                }),
+            );
+        }
+        // Candidates from l(x); keep the argmax of log l − log g (first on ties).
+        let nc = opts.n_ei_candidates;
+        w.below.sample_into(nc, rng, &mut w.candidates);
+        let mut best = (f64::NEG_INFINITY, 0usize);
+        for c in 0..nc {
+            let x = &w.candidates[c * g..(c + 1) * g];
+            w.coords.clear();
+            for (jj, dim) in w.dims.iter().enumerate() {
+                w.coords.extend_from_slice(&dim.eval_coords(x[jj]));
+            }
+            let score = w.below.log_pdf(&w.coords) - w.above.log_pdf(&w.coords);
+            if score > best.0 {
+                best = (score, c);
+            }
+        }
+        let x = &w.candidates[best.1 * g..(best.1 + 1) * g];
+        for (jj, &j) in w.dim_index.iter().enumerate() {
+            values[j] = x[jj];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
