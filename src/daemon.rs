@@ -834,18 +834,32 @@ fn short(value: &serde_json::Value) -> String {
 fn print_summary(study: &Study) -> Result<()> {
     let trials = study.trials()?;
     let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
+    let unsafe_trials = trials
+        .iter()
+        .filter(|t| crate::pruner::is_unsafe(t))
+        .count();
     println!(
-        "study '{}': {} complete, {} pruned, {} failed, {} waiting",
+        "study '{}': {} complete, {} pruned ({} unsafe), {} failed, {} waiting",
         study.name(),
         count(TrialState::Complete),
         count(TrialState::Pruned),
+        unsafe_trials,
         count(TrialState::Fail),
         count(TrialState::Waiting)
     );
+    let baseline = trials
+        .iter()
+        .find(|t| t.attrs.contains_key("baseline") && t.state == TrialState::Complete);
     match study.best_trial()? {
         Some(best) => {
+            let versus = match baseline.and_then(|b| b.value.map(|v| (b.number, v))) {
+                Some((number, v)) if number != best.number => {
+                    format!(" (baseline trial {number}: {v:.4})")
+                }
+                _ => String::new(),
+            };
             println!(
-                "best trial {}: value {:.4}",
+                "best trial {}: value {:.4}{versus}",
                 best.number,
                 best.value.unwrap_or(f64::NAN)
             );
