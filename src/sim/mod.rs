@@ -61,10 +61,10 @@ const MAX_IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Which simulated robot `gaittune sim` runs.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SimModel {
-    /// The analytic reward landscape ([`synthetic`]): fast, exact, for tests.
+    /// The analytic reward landscape (src/sim/synthetic.rs): fast, exact, for tests.
     #[default]
     Synthetic,
-    /// The rigid-body quadruped ([`physics`]).
+    /// The rigid-body quadruped in rapier3d (src/sim/physics/): 10 or 26 gait parameters.
     Physics,
 }
 
