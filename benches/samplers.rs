@@ -293,8 +293,24 @@ fn frozen(
     }
 }
 
-fn build_sampler(kind: &str, seed: u64) -> Result<Box<dyn Sampler>> {
-    sampler::build(kind, seed, None).map_err(|e| anyhow!("sampler {kind:?}: {e}"))
+/// Builds a sampler from a kind spec: a kind (`tpe`), optionally with options after `@`,
+/// `:`-separated TOML assignments (`tpe@n_ei_candidates=48:prior_weight=0.5`), the
+/// `[sampler.<kind>]` table of a config.
+fn build_sampler(spec: &str, seed: u64) -> Result<Box<dyn Sampler>> {
+    let (kind, options) = split_spec(spec)?;
+    sampler::build(kind, seed, options.as_ref()).map_err(|e| anyhow!("sampler {spec:?}: {e}"))
+}
+
+/// A kind spec's kind and options table.
+fn split_spec(spec: &str) -> Result<(&str, Option<toml::Table>)> {
+    let Some((kind, opts)) = spec.split_once('@') else {
+        return Ok((spec, None));
+    };
+    let text = opts.replace(':', "\n");
+    let table: toml::Table = text.parse().map_err(|e| {
+        anyhow!("sampler spec {spec:?}: options after '@' must be key=value:key=value: {e}")
+    })?;
+    Ok((kind, Some(table)))
 }
 
 /// Asks `sampler` for trial `number` and checks the answer against the space.
@@ -369,7 +385,7 @@ fn parse_kinds(s: &str) -> Result<Vec<String>> {
     }
     let kinds: Vec<String> = parse_list(s, "kinds")?;
     for k in &kinds {
-        if !sampler::KINDS.contains(&k.as_str()) {
+        if !sampler::KINDS.contains(&split_spec(k)?.0) {
             bail!(
                 "--kinds: unknown sampler kind {k:?}; this build has: {}",
                 sampler::KINDS.join(", ")

@@ -24,12 +24,21 @@
 //! parameters), the per-parameter sorted orders needed for the bandwidths are kept and
 //! updated by insertion, normalising constants are memoised per (trial, parameter,
 //! bandwidth), the split uses selection instead of sorting, buffers are reused across asks,
-//! and the mixture density skips kernels that provably cannot matter (see [`parzen`]). The
-//! cache is a memo only: the result is a pure function of (seed, space, history, trial
-//! number). It assumes what the storage guarantees: a trial's parameters never change once
-//! set (a change of their count, first or last value is detected and re-read).
+//! and the densities of all candidates are computed together in one vectorised pass when
+//! every parameter is a float (see [`parzen`]; mixed spaces use a pruned per-candidate
+//! sum). The cache is a memo only: the result is a pure function of (seed, space, history,
+//! trial number). It assumes what the storage guarantees: a trial's parameters never change
+//! once set (a change of their count, first or last value is detected and re-read).
 //!
 //! **Where it differs from Optuna, on purpose**:
+//! - *Bandwidth floor* (`bandwidth_floor = "trials"`, the default): Optuna floors each
+//!   kernel's bandwidth at `(high − low) / min(100, m + 1)` with `m` the estimator's own
+//!   kernel count, so the "below" estimator (never more than 26 kernels) can never get
+//!   sharper than `(high − low) / 27` however long the study runs: TPE stops refining. Ours
+//!   counts every observation of both groups, so the floor tightens as evidence grows and
+//!   still protects a young study. Measured (`bench/run.sh`, 30 seeds, 200 trials, 8-D):
+//!   significantly better than Optuna's TPE on 7–8 of the 9 problems, worse on none;
+//!   `bandwidth_floor = "kernels"` restores Optuna's rule and its results.
 //! - Random streams: ours are [`TrialRng::for_trial`] (seed, trial number, stream) per
 //!   parameter group, so a resumed or re-ordered study proposes the same points; startup
 //!   trials equal [`super::RandomSampler`]'s for the same seed.
@@ -85,6 +94,23 @@ pub struct TpeOptions {
     pub gamma_cap: usize,
     /// How start-up trials are drawn: `"random"` or `"qmc"`.
     pub startup: Startup,
+    /// What sets the bandwidth floor ("magic clip") `σ ≥ (high − low) / min(100, m + 1)`:
+    /// `"trials"` (ours, the default): `m` is the number of observations in both groups,
+    /// so the "below" estimator sharpens as the study grows; `"kernels"` (Optuna 5.0):
+    /// `m` is the estimator's own kernel count, which holds the "below" floor at
+    /// `(high − low) / 26` however long the study runs.
+    pub bandwidth_floor: BandwidthFloor,
+}
+
+/// How TPE's bandwidth floor is counted (see [`TpeOptions::bandwidth_floor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BandwidthFloor {
+    /// From every observation of the study (both groups).
+    #[default]
+    Trials,
+    /// From the estimator's own kernels (Optuna 5.0).
+    Kernels,
 }
 
 impl Default for TpeOptions {
@@ -98,6 +124,7 @@ impl Default for TpeOptions {
             prior_weight: 1.0,
             gamma_cap: 25,
             startup: Startup::Random,
+            bandwidth_floor: BandwidthFloor::Trials,
         }
     }
 }
@@ -181,8 +208,8 @@ struct Cache {
     coords: Vec<f64>,
     /// Per numeric parameter: `(value, slot)` of every slot with a valid value, sorted.
     order: Vec<Vec<(f64, u32)>>,
-    /// Memoised normalising constants, `slot * d + j`.
-    norm: Vec<(u64, f64, f64)>,
+    /// Memoised normalising constants, `norm[j][slot]`.
+    norm: Vec<Vec<(u64, f64, f64)>>,
 }
 
 impl Cache {
@@ -196,7 +223,7 @@ impl Cache {
         self.slots.clear();
         self.coords.clear();
         self.order = vec![Vec::new(); space.len()];
-        self.norm.clear();
+        self.norm = vec![Vec::new(); space.len()];
     }
 
     /// Brings the cache in line with `history`.
@@ -209,7 +236,7 @@ impl Cache {
         if history.len() < self.slots.len() {
             self.slots.truncate(history.len());
             self.coords.truncate(history.len() * d);
-            self.norm.truncate(history.len() * d);
+            self.norm.iter_mut().for_each(|r| r.truncate(history.len()));
             rebuild = true;
         }
         let old_len = self.slots.len();
@@ -229,7 +256,9 @@ impl Cache {
                 valid: 0,
             });
             self.coords.resize((i + 1) * d, 0.0);
-            self.norm.resize((i + 1) * d, (0, 0.0, 0.0));
+            self.norm
+                .iter_mut()
+                .for_each(|r| r.resize(i + 1, (0, 0.0, 0.0)));
             self.extract(i, t);
         }
         if rebuild || fresh > 64 {
@@ -277,7 +306,7 @@ impl Cache {
         let space = self.space.as_ref().expect("space set before extract");
         let mut valid = 0u64;
         for (j, (name, dist)) in space.iter().enumerate() {
-            self.norm[i * d + j] = (0, 0.0, 0.0);
+            self.norm[j][i] = (0, 0.0, 0.0);
             let Some(dim) = &self.dims[j] else { continue };
             if let Some(&x) = t.params.get(name) {
                 if dist.contains(x) {
@@ -319,6 +348,8 @@ struct Work {
     above: Parzen,
     candidates: Vec<f64>,
     coords: Vec<f64>,
+    log_l: Vec<f64>,
+    log_g: Vec<f64>,
     dims: Vec<Dim>,
     dim_index: Vec<usize>,
     unit: Vec<f64>,
@@ -594,6 +625,10 @@ impl TpeSampler {
             prior_weight: opts.prior_weight,
             consider_endpoints: opts.consider_endpoints,
             magic_clip: true,
+            floor_count: match opts.bandwidth_floor {
+                BandwidthFloor::Trials => Some(w.slots_below.len() + w.slots_above.len()),
+                BandwidthFloor::Kernels => None,
+            },
         };
         let coords = &cache.coords;
         let dim_index = &w.dim_index;
@@ -611,7 +646,6 @@ impl TpeSampler {
                     slot_of: slots,
                     dim_index,
                     entries: &mut cache.norm,
-                    stride: d,
                 }),
             );
         }
@@ -628,7 +662,6 @@ impl TpeSampler {
                     slot_of: slots,
                     dim_index,
                     entries: &mut cache.norm,
-                    stride: d,
                 }),
             );
         }
@@ -636,15 +669,31 @@ impl TpeSampler {
         let nc = opts.n_ei_candidates;
         w.below.sample_into(nc, rng, &mut w.candidates);
         let mut best = (f64::NEG_INFINITY, 0usize);
-        for c in 0..nc {
-            let x = &w.candidates[c * g..(c + 1) * g];
+        if w.below.all_continuous() {
+            // All floats: both densities at every candidate in one vectorised pass each.
             w.coords.clear();
             for (jj, dim) in w.dims.iter().enumerate() {
-                w.coords.extend_from_slice(&dim.eval_coords(x[jj]));
+                w.coords
+                    .extend((0..nc).map(|c| dim.model_of(w.candidates[c * g + jj])));
             }
-            let score = w.below.log_pdf(&w.coords) - w.above.log_pdf(&w.coords);
-            if score > best.0 {
-                best = (score, c);
+            w.below.log_pdf_batch(&w.coords, nc, &mut w.log_l);
+            w.above.log_pdf_batch(&w.coords, nc, &mut w.log_g);
+            for (c, (l, gx)) in w.log_l.iter().zip(&w.log_g).enumerate() {
+                if l - gx > best.0 {
+                    best = (l - gx, c);
+                }
+            }
+        } else {
+            for c in 0..nc {
+                let x = &w.candidates[c * g..(c + 1) * g];
+                w.coords.clear();
+                for (jj, dim) in w.dims.iter().enumerate() {
+                    w.coords.extend_from_slice(&dim.eval_coords(x[jj]));
+                }
+                let score = w.below.log_pdf(&w.coords) - w.above.log_pdf(&w.coords);
+                if score > best.0 {
+                    best = (score, c);
+                }
             }
         }
         let x = &w.candidates[best.1 * g..(best.1 + 1) * g];
