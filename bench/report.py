@@ -3,7 +3,8 @@
 Reads what bench/run.sh produced in bench/out/:
   overhead_gaittune.json, overhead_optuna.json      time per trial (ask + tell)
   efficiency_gaittune.json, efficiency_optuna.json  best value after 50/100/200 trials
-  sim_gaittune.json                                 studies on the synthetic quadruped
+  pruners_gaittune.json, pruners_optuna.json        pruners on the learning-curve problem
+  robot.json                                        studies on the simulated robot (real daemon)
   problems_check.txt                                the Rust port vs problems.py
 Missing inputs are skipped with a note. Rank tests: one-sided Mann-Whitney U (scipy), over
 seeds, each gaittune sampler against the Optuna sampler of the same kind.
@@ -224,43 +225,159 @@ def report_efficiency(ours_doc, theirs_doc, R):
     R["efficiency"] = rows_json
 
 
-# ------------------------------------------------------------------------------------ sim
+# -------------------------------------------------------------------------------- pruners
 
-def report_sim(doc, R):
+PRUNER_ORDER = ["none", "median_w10", "median_w30", "sha", "hyperband", "wilcoxon"]
+
+
+def report_pruners(ours_doc, theirs_doc, R):
+    """The learning-curve benchmark: per (sampler, pruner), medians over seeds, both sides."""
+    if not ours_doc and not theirs_doc:
+        return
+    by = defaultdict(list)  # (side, sampler, pruner) -> runs
+    for side, doc in (("gaittune", ours_doc), ("optuna", theirs_doc)):
+        for r in (doc or {}).get("runs", []):
+            by[(side, r["sampler"], r["pruner"])].append(r)
+    meta = (ours_doc or theirs_doc)["meta"]
+    print(f"\n## Pruners on the learning-curve problem: {meta['n_trials']} trials x {meta['steps']} steps, "
+          f"{len(meta['seeds'])} seeds, minimise")
+    print("  Same problem, noise (lc_replay.json = numpy default_rng([seed, trial])) and pruner settings on")
+    print("  both sides; each side uses its own sampler of that kind (random streams differ across")
+    print("  languages: compare distributions). steps = steps consumed of 10000; true = noise-free")
+    print("  step-100 value of the chosen best; oracle = best true value among configurations sampled.")
+    print("  Replaying Optuna's recorded Random-sampler configurations through our pruners gives")
+    print("  Optuna's decisions trial for trial (tests/pruner_replay.rs).")
+    rows, out = [], []
+    samplers = sorted({k[1] for k in by}, key=kind_rank)
+    pruners = sorted({k[2] for k in by}, key=lambda p: (PRUNER_ORDER.index(p) if p in PRUNER_ORDER else 99, p))
+    for s in samplers:
+        for p in pruners:
+            for side in ("gaittune", "optuna"):
+                rs = by.get((side, s, p))
+                if not rs:
+                    continue
+                med = lambda k: float(np.median([r[k] for r in rs]))
+                row = {"sampler": s, "pruner": p, "side": side, "seeds": len(rs),
+                       "total_steps": med("total_steps"), "n_pruned": med("n_pruned"),
+                       "best_value": med("best_value"), "best_true_final": med("best_true_final"),
+                       "best_true_final_mean": float(np.mean([r["best_true_final"] for r in rs])),
+                       "oracle": med("oracle_true_final_sampled"),
+                       "prune_us_per_step": 1e3 * med("report_prune_ms_per_step"),
+                       "per_seed": [{k: r[k] for k in ("seed", "total_steps", "n_pruned", "best_value",
+                                                       "best_true_final")} for r in rs]}
+                out.append(row)
+                rows.append([s, p, side, f"{row['total_steps']:.0f}", f"{row['n_pruned']:.0f}",
+                             fnum(row["best_value"]), f"{fnum(row['best_true_final'])} ({fnum(row['best_true_final_mean'])})",
+                             fnum(row["oracle"]), f"{row['prune_us_per_step']:.3g}"])
+    table(rows, ["sampler", "pruner", "side", "steps", "pruned", "best", "true (mean)", "oracle",
+                 "us/step"])
+    R["pruners"] = out
+
+
+# ---------------------------------------------------------------------------- robot studies
+
+def robot_summary(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return summary(vals) if vals else None
+
+
+def iqr_cell(st, fmt=fnum):
+    return f"{fmt(st['median'])} [{fmt(st['q25'])}, {fmt(st['q75'])}]" if st else "—"
+
+
+def report_robot(doc, R):
+    """Studies on the simulated robot through the real daemon (benches/robot_studies.rs)."""
     if not doc:
         return
     m = doc["meta"]
     direction = m["direction"]
     by = defaultdict(list)
     for r in doc["runs"]:
-        by[r["sampler"]].append(r)
-    print(f"\n## Simulated robot: {m['trials']} trials x {len(m['seeds'])} seeds per sampler "
-          f"({m['config']}, {direction})")
+        by[r["label"]].append(r)
+    out = {"meta": m}
+    print(f"\n## Simulated robot ({m['sim_model']}, {m['config']}): studies of {m['trials']} trials, "
+          f"{len(m['seeds'])} seeds each, through the real daemon")
     print(f"  {m['measures']}")
-    rows, rows_json = [], []
-    base = [r["best_value"] for r in by.get("random", []) if r["best_value"] is not None]
-    for s in kind_order(by):
-        rs = by[s]
+    print("  best = best COMPLETE trial's value (episode return, maximised); speed = that trial's mean")
+    print("  forward speed in offline replays; robot s = episode-seconds the study ran on the robot.")
+    base_speed = [r["baseline_forward_speed"] for r in doc["runs"] if r.get("baseline_forward_speed") is not None]
+    base_value = [r["baseline_value"] for r in doc["runs"] if r.get("baseline_value") is not None]
+    # Samplers.
+    kinds = sorted({r["sampler"] for r in doc["runs"] if r["constraints"] and r["pruner"] == "none"},
+                   key=kind_rank)
+    rnd = [r["best_value"] for r in by.get("random", []) if r["best_value"] is not None]
+    rows, sampler_rows = [], []
+    for k in kinds:
+        rs = by.get(k, [])
         best = [r["best_value"] for r in rs if r["best_value"] is not None]
-        true = [r["best_true_value"] for r in rs if r["best_true_value"] is not None]
-        uns = [r["unsafe"] for r in rs]
         pb = verdict = None
-        if s != "random" and base and best:
-            pb, _, verdict = rank_test(best, base, direction)
-        row = {"sampler": s, "seeds": len(rs), "best_value": summary(best) if best else None,
-               "best_true_value": summary(true) if true else None,
-               "unsafe_trials": summary(uns), "p_better_than_random": pb, "verdict_vs_random": verdict,
-               "per_seed": [{k: r[k] for k in ("seed", "best_value", "best_true_value", "best_trial", "complete", "unsafe")} for r in rs]}
-        rows_json.append(row)
-        st, tt, us = row["best_value"], row["best_true_value"], row["unsafe_trials"]
-        rows.append([s,
-                     f"{fnum(st['median'])} [{fnum(st['q25'])}, {fnum(st['q75'])}]" if st else "—",
-                     f"{fnum(tt['median'])} [{fnum(tt['q25'])}, {fnum(tt['q75'])}]" if tt else "—",
-                     f"{us['median']:g}",
+        if k != "random" and rnd and best:
+            pb, _, verdict = rank_test(best, rnd, direction)
+        row = {"sampler": k, "seeds": len(rs), "best_value": robot_summary(rs, "best_value"),
+               "best_forward_speed": robot_summary(rs, "best_forward_speed"),
+               "unsafe": robot_summary(rs, "unsafe"), "episode_seconds": robot_summary(rs, "episode_seconds"),
+               "p_better_than_random": pb, "verdict_vs_random": verdict}
+        sampler_rows.append(row)
+        rows.append([k, iqr_cell(row["best_value"]), iqr_cell(row["best_forward_speed"]),
+                     fnum(row["unsafe"]["median"]) if row["unsafe"] else "—",
+                     fnum(row["episode_seconds"]["median"]) if row["episode_seconds"] else "—",
                      "" if pb is None else f"p<{fnum(pb)} {verdict}"])
-    table(rows, ["sampler", "best episode return", "true value of that trial (max 1.0)",
-                 "unsafe trials", "vs random"])
-    R["sim"] = {"meta": m, "rows": rows_json}
+    if rows:
+        print(f"\n### Samplers (constraints on, no pruner); baseline (trial 0): value "
+              f"{fnum(float(np.median(base_value))) if base_value else '—'}, forward speed "
+              f"{fnum(float(np.median(base_speed))) if base_speed else '—'} m/s")
+        table(rows, ["sampler", "best value", "best's speed m/s", "unsafe", "robot s", "vs random"])
+    out["samplers"] = sampler_rows
+    out["baseline"] = {"value": summary(base_value) if base_value else None,
+                       "forward_speed": summary(base_speed) if base_speed else None}
+    # Constraints on/off.
+    rows, cons = [], []
+    for k in sorted({r["sampler"] for r in doc["runs"] if not r["constraints"]}, key=kind_rank):
+        on, off = by.get(k, []), by.get(f"{k}-noconstraints", [])
+        if not on or not off:
+            continue
+        u_on, u_off = [r["unsafe"] for r in on], [r["unsafe"] for r in off]
+        b_on = [r["best_value"] for r in on if r["best_value"] is not None]
+        b_off = [r["best_value"] for r in off if r["best_value"] is not None]
+        _, p_worse, verdict = rank_test(b_on, b_off, direction)
+        cut = 1.0 - float(np.mean(u_on)) / float(np.mean(u_off)) if np.mean(u_off) > 0 else None
+        row = {"sampler": k, "unsafe_on": summary(u_on), "unsafe_off": summary(u_off),
+               "unsafe_mean_on": float(np.mean(u_on)), "unsafe_mean_off": float(np.mean(u_off)),
+               "unsafe_reduction": cut, "best_on": summary(b_on), "best_off": summary(b_off),
+               "p_best_on_worse": p_worse, "verdict_best_on_vs_off": verdict}
+        cons.append(row)
+        rows.append([k, f"{row['unsafe_mean_on']:.1f}", f"{row['unsafe_mean_off']:.1f}",
+                     "—" if cut is None else f"{100 * cut:.0f} %", iqr_cell(row["best_on"]),
+                     iqr_cell(row["best_off"]), verdict])
+    if rows:
+        print("\n### Constraints: unsafe trials fed back as constraint violations (on) or hidden from the sampler (off)")
+        table(rows, ["sampler", "unsafe on (mean)", "unsafe off", "fewer", "best on", "best off", "on vs off"])
+    out["constraints"] = cons
+    # Pruners.
+    rows, prs = [], []
+    ds = m.get("default_sampler")
+    none = by.get(ds, [])
+    for p in sorted({r["pruner"] for r in doc["runs"] if r["pruner"] != "none"}):
+        rs = by.get(f"{ds}+{p}", [])
+        if not rs or not none:
+            continue
+        sec, sec0 = [r["episode_seconds"] for r in rs], [r["episode_seconds"] for r in none]
+        b, b0 = [r["best_value"] for r in rs if r["best_value"] is not None], \
+            [r["best_value"] for r in none if r["best_value"] is not None]
+        _, p_worse, verdict = rank_test(b, b0, direction)
+        saved = 1.0 - float(np.mean(sec)) / float(np.mean(sec0))
+        row = {"sampler": ds, "pruner": p, "episode_seconds": summary(sec), "episode_seconds_none": summary(sec0),
+               "saved": saved, "pruned_poor": robot_summary(rs, "pruned_poor"), "best": summary(b),
+               "best_none": summary(b0), "p_worse_than_none": p_worse, "verdict_vs_none": verdict}
+        prs.append(row)
+        rows.append([p, f"{np.mean(sec):.0f}", f"{np.mean(sec0):.0f}", f"{100 * saved:.0f} %",
+                     fnum(row["pruned_poor"]["median"]), iqr_cell(row["best"]), iqr_cell(row["best_none"]), verdict])
+    if rows:
+        print(f"\n### Pruners ({ds}): robot time saved against no pruner")
+        table(rows, ["pruner", "robot s (mean)", "no pruner", "saved", "pruned poor", "best", "best, no pruner",
+                     "vs no pruner"])
+    out["pruners"] = prs
+    R["robot"] = out
 
 
 # -------------------------------------------------------------------------------- targets
@@ -295,7 +412,15 @@ def report_targets(R):
                     f"{' (' + ', '.join(worse) + ')' if worse else ''}")
         out.append({"target": f"{s}: not significantly worse than Optuna's on every problem, "
                               f"significantly better on at least half", "status": status, "detail": text})
-    print("\n## Issue 4 targets")
+    for c in R.get("robot", {}).get("constraints", []):
+        ok = c["unsafe_reduction"] is not None and c["unsafe_reduction"] >= 0.5 and c["verdict_best_on_vs_off"] != "WORSE"
+        out.append({"target": f"{c['sampler']} on the simulated robot: constraints on give >= 50% fewer unsafe "
+                              f"trials than off, at an equal or better best value",
+                    "status": "MET" if ok else "MISSED",
+                    "detail": f"{c['unsafe_mean_on']:.1f} vs {c['unsafe_mean_off']:.1f} unsafe trials per study "
+                              f"({100 * (c['unsafe_reduction'] or 0):.0f} % fewer); best value on vs off: "
+                              f"{c['verdict_best_on_vs_off']}"})
+    print("\n## Targets (issues 4 and 5)")
     for t in out:
         print(f"  [{t['status']}] {t['target']}: {t['detail']}")
     R["targets"] = out
@@ -315,11 +440,13 @@ def main():
         R["problems_check"] = open(check).read().strip()
         print(R["problems_check"])
     docs = {n: load(a.dir, f"{n}.json") for n in ("overhead_gaittune", "overhead_optuna", "efficiency_gaittune",
-                                                   "efficiency_optuna", "sim_gaittune")}
+                                                   "efficiency_optuna", "pruners_gaittune", "pruners_optuna",
+                                                   "robot")}
     R["meta"]["sides"] = {n: d["meta"] for n, d in docs.items() if d}
     report_overhead(docs["overhead_gaittune"], docs["overhead_optuna"], R)
     report_efficiency(docs["efficiency_gaittune"], docs["efficiency_optuna"], R)
-    report_sim(docs["sim_gaittune"], R)
+    report_pruners(docs["pruners_gaittune"], docs["pruners_optuna"], R)
+    report_robot(docs["robot"], R)
     report_targets(R)
     with open(a.out, "w") as f:
         json.dump(R, f, indent=1)

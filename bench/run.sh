@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The sampler benchmark: gaittune's samplers and Optuna 5.0's on the same problems, in one
-# run, printed side by side; every figure goes to bench/results.json. See bench/README.md.
+# The benchmark: gaittune's samplers and pruners next to Optuna 5.0's on the same problems,
+# in one run, printed side by side, then tuning studies on the simulated robot through the
+# real daemon; every figure goes to bench/results.json. See bench/README.md.
 #
-#   bench/run.sh            full run   (~10-15 min on 2 cores)
-#   bench/run.sh --quick    smoke test (~2 min on 2 cores, plus the venv's first install)
+#   bench/run.sh            full run   (~35 min on 2 cores)
+#   bench/run.sh --quick    smoke test (~6 min on 2 cores, plus the venv's first install)
 #
-# Options: --quick, --jobs N (parallel workers for the efficiency runs; default 2),
+# Options: --quick, --jobs N (parallel workers; default 2),
+#          --only PARTS (comma-separated: samplers, pruners, robot; default all three),
 #          --skip-optuna (gaittune side only; the tables then have no Optuna column).
 # The timing runs (overhead) run one at a time, alone: do not run other work meanwhile.
 set -euo pipefail
@@ -16,23 +18,30 @@ cd "$ROOT"
 MODE=full
 JOBS=2
 OPTUNA=1
+ONLY=samplers,pruners,robot
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --jobs) JOBS="${2:?--jobs needs a number}"; shift ;;
+        --only) ONLY="${2:?--only needs a list: samplers,pruners,robot}"; shift ;;
         --skip-optuna) OPTUNA=0 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "bench/run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
 
+for part in ${ONLY//,/ }; do
+    case "$part" in samplers|pruners|robot) ;; *) echo "bench/run.sh: --only: unknown part '$part' (samplers, pruners, robot)" >&2; exit 2 ;; esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
 if [ "$MODE" = quick ]; then
-    N_MAX=1000 REPS=1 SEEDS=8 SIM_SEEDS=10
+    N_MAX=1000 REPS=1 SEEDS=8 LC_SEEDS=10 ROBOT_SEEDS=3
 else
-    N_MAX=2000 REPS=3 SEEDS=30 SIM_SEEDS=10
+    N_MAX=2000 REPS=3 SEEDS=30 LC_SEEDS=10 ROBOT_SEEDS=10
 fi
-TRIALS=200 SIM_TRIALS=100
+TRIALS=200 ROBOT_TRIALS=100
 
 OUT=bench/out
 VENV=bench/.venv
@@ -57,41 +66,61 @@ else
 fi
 "$PY" -c 'import optuna, cmaes, numpy, scipy, sys; print(f"python {sys.version.split()[0]}, optuna {optuna.__version__}, cmaes {cmaes.__version__}, numpy {numpy.__version__}, scipy {scipy.__version__}")' >&2
 
-# --- the Rust side: build once, then call the binary directly
-phase "building benches/samplers.rs (release)"
-cargo bench --bench samplers --no-run >&2
-BIN=$(cargo bench --bench samplers --no-run --message-format=json 2>/dev/null \
-    | "$PY" -c 'import json,sys
-exe=[m["executable"] for m in map(json.loads,sys.stdin) if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="samplers" and m.get("executable")]
-print(exe[-1] if exe else "")')
-[ -x "$BIN" ] || { echo "bench/run.sh: could not find the built samplers bench binary" >&2; exit 1; }
+# --- the Rust side: build once, then call the binaries directly
+phase "building the benches (release)"
+cargo bench --bench samplers --bench pruners --bench robot_studies --no-run >&2
+bench_bin() {
+    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
+        | "$PY" -c 'import json,sys
+name=sys.argv[1]
+exe=[m["executable"] for m in map(json.loads,sys.stdin) if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")==name and m.get("executable")]
+print(exe[-1] if exe else "")' "$1"
+}
+BIN=$(bench_bin samplers) PRUNERS_BIN=$(bench_bin pruners) ROBOT_BIN=$(bench_bin robot_studies)
+for b in "$BIN" "$PRUNERS_BIN" "$ROBOT_BIN"; do
+    [ -x "$b" ] || { echo "bench/run.sh: could not find a built bench binary" >&2; exit 1; }
+done
 echo "sampler kinds in this build: $("$BIN" kinds | tr '\n' ' ')" >&2
 
-phase "problem suite: Rust port vs problems.py"
-"$BIN" problems --out "$OUT/problems.json"
-(cd bench/optuna && "../../$PY" check_problems.py "../../$OUT/problems.json") | tee "$OUT/problems_check.txt" >&2
+if want samplers; then
+    phase "problem suite: Rust port vs problems.py"
+    "$BIN" problems --out "$OUT/problems.json"
+    (cd bench/optuna && "../../$PY" check_problems.py "../../$OUT/problems.json") | tee "$OUT/problems_check.txt" >&2
 
-# --- timing, one process at a time
-if [ "$OPTUNA" = 1 ]; then
-    phase "Optuna overhead: n up to $N_MAX, $REPS rep(s), d = 8, 20"
-    (cd bench/optuna && "../../$PY" overhead.py --out "../../$OUT/overhead_optuna.json" \
-        --n-max "$N_MAX" --reps "$REPS" --dims 8,20)
+    # --- timing, one process at a time
+    if [ "$OPTUNA" = 1 ]; then
+        phase "Optuna overhead: n up to $N_MAX, $REPS rep(s), d = 8, 20"
+        (cd bench/optuna && "../../$PY" overhead.py --out "../../$OUT/overhead_optuna.json" \
+            --n-max "$N_MAX" --reps "$REPS" --dims 8,20)
+    fi
+    phase "gaittune overhead: n up to $N_MAX, $REPS rep(s), d = 8, 20"
+    "$BIN" overhead --out "$OUT/overhead_gaittune.json" --n-max "$N_MAX" --reps "$REPS" --dims 8,20
+
+    # --- sample efficiency (parallel workers)
+    if [ "$OPTUNA" = 1 ]; then
+        phase "Optuna efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
+        (cd bench/optuna && "../../$PY" efficiency.py --out "../../$OUT/efficiency_optuna.json" \
+            --seeds "$SEEDS" --trials "$TRIALS" --workers "$JOBS")
+    fi
+    phase "gaittune efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
+    "$BIN" efficiency --out "$OUT/efficiency_gaittune.json" --seeds "$SEEDS" --trials "$TRIALS" --jobs "$JOBS"
 fi
-phase "gaittune overhead: n up to $N_MAX, $REPS rep(s), d = 8, 20"
-"$BIN" overhead --out "$OUT/overhead_gaittune.json" --n-max "$N_MAX" --reps "$REPS" --dims 8,20
 
-# --- sample efficiency and the simulated robot (parallel workers)
-if [ "$OPTUNA" = 1 ]; then
-    phase "Optuna efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
-    (cd bench/optuna && "../../$PY" efficiency.py --out "../../$OUT/efficiency_optuna.json" \
-        --seeds "$SEEDS" --trials "$TRIALS" --workers "$JOBS")
+if want pruners; then
+    if [ "$OPTUNA" = 1 ]; then
+        phase "Optuna pruners on the learning curve: $LC_SEEDS seeds, $JOBS workers"
+        (cd bench/optuna && "../../$PY" pruners.py --out "../../$OUT/pruners_optuna.json" \
+            --seeds "$LC_SEEDS" --workers "$JOBS")
+    fi
+    phase "gaittune pruners on the learning curve: $LC_SEEDS seeds"
+    "$PRUNERS_BIN" --out "$OUT/pruners_gaittune.json" --seeds "$LC_SEEDS"
 fi
-phase "gaittune efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
-"$BIN" efficiency --out "$OUT/efficiency_gaittune.json" --seeds "$SEEDS" --trials "$TRIALS" --jobs "$JOBS"
 
-phase "gaittune on the simulated robot: $SIM_SEEDS seeds x $SIM_TRIALS trials"
-"$BIN" sim --out "$OUT/sim_gaittune.json" --seeds "$SIM_SEEDS" --trials "$SIM_TRIALS" --jobs "$JOBS" \
-    --config configs/sim-quadruped.toml
+if want robot; then
+    phase "gaittune on the simulated robot (real daemon): $ROBOT_SEEDS seeds x $ROBOT_TRIALS trials, $JOBS at a time"
+    "$ROBOT_BIN" samplers constraints pruners --seeds "$ROBOT_SEEDS" --trials "$ROBOT_TRIALS" \
+        --jobs "$JOBS" --config configs/sim-quadruped.toml --out "$OUT/robot.json"
+fi
 
 phase "report"
 "$PY" bench/report.py --dir "$OUT" --out bench/results.json --mode "$MODE"

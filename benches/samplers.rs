@@ -13,9 +13,6 @@
 //!   `suggest_float`, `study.tell()` over its `InMemoryStorage`).
 //! - `efficiency`: best value after 50/100/200 trials (all values kept) on the shared problem
 //!   suite of ../shared/reference/optuna-5.0/problems.py, ported bit for bit below.
-//! - `sim`: studies on the synthetic quadruped (`gaittune::sim::synthetic`) driven in-process
-//!   through the `Sampler` trait: one noisy episode per trial, the config's safety envelope
-//!   checked on every step (a violation prunes the trial as unsafe, as the daemon does).
 //! - `problems`: the suite's values at fixed points, for the bit-for-bit check against
 //!   problems.py (`bench/optuna/check_problems.py`).
 //! - `kinds`: the sampler kinds this build knows, one per line.
@@ -33,11 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use firmware_protocol::Step;
-use gaittune::config::Config;
 use gaittune::sampler::{self, SampleRequest, Sampler};
-use gaittune::sim::firmware::RobotModel;
-use gaittune::sim::synthetic::{self, SyntheticQuadruped};
 use gaittune::space::{Choice, Distribution, Params, SearchSpace};
 use gaittune::trial::{Direction, FrozenTrial, TrialState};
 
@@ -47,6 +40,10 @@ use gaittune::trial::{Direction, FrozenTrial, TrialState};
 /// repeated multiplication can differ in the last bit); `sum()` of floats is a plain
 /// left-to-right sum up to Python 3.11 (3.12 made it compensated; the cross-check allows a
 /// few ulps there and says so).
+#[path = "common/spec.rs"]
+mod spec;
+use spec::{build_sampler, split_spec};
+
 mod problems {
     use std::f64::consts::PI;
 
@@ -291,26 +288,6 @@ fn frozen(
         finished_at: None,
         attrs: serde_json::Map::new(),
     }
-}
-
-/// Builds a sampler from a kind spec: a kind (`tpe`), optionally with options after `@`,
-/// `:`-separated TOML assignments (`tpe@n_ei_candidates=48:prior_weight=0.5`), the
-/// `[sampler.<kind>]` table of a config.
-fn build_sampler(spec: &str, seed: u64) -> Result<Box<dyn Sampler>> {
-    let (kind, options) = split_spec(spec)?;
-    sampler::build(kind, seed, options.as_ref()).map_err(|e| anyhow!("sampler {spec:?}: {e}"))
-}
-
-/// A kind spec's kind and options table.
-fn split_spec(spec: &str) -> Result<(&str, Option<toml::Table>)> {
-    let Some((kind, opts)) = spec.split_once('@') else {
-        return Ok((spec, None));
-    };
-    let text = opts.replace(':', "\n");
-    let table: toml::Table = text.parse().map_err(|e| {
-        anyhow!("sampler spec {spec:?}: options after '@' must be key=value:key=value: {e}")
-    })?;
-    Ok((kind, Some(table)))
 }
 
 /// Asks `sampler` for trial `number` and checks the answer against the space.
@@ -633,161 +610,6 @@ fn cmd_efficiency(a: &EfficiencyArgs) -> Result<()> {
     write_json(&a.out, &out)
 }
 
-// ------------------------------------------------------------------------------------ sim
-
-/// The result of one simulated study.
-struct SimRun {
-    best_value: Option<f64>,
-    best_true_value: Option<f64>,
-    best_trial: Option<u64>,
-    complete: usize,
-    unsafe_trials: usize,
-    values: Vec<Option<f64>>,
-}
-
-/// The episode seed of (study seed, trial, episode): SplitMix64 of the three.
-fn episode_seed(seed: u64, number: u64, episode: u32) -> u64 {
-    sampler::splitmix64(
-        sampler::splitmix64(seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ episode as u64,
-    )
-}
-
-/// One study of `trials` trials on the synthetic quadruped: each trial runs
-/// `episodes_per_trial` episodes of `max_steps` steps; its value is the mean episode return
-/// (sum of step rewards); a step outside the safety envelope ends the trial PRUNED "unsafe".
-fn sim_study(config: &Config, kind: &str, seed: u64, trials: usize) -> Result<SimRun> {
-    let space = &config.space;
-    let direction = config.study.direction;
-    let model = SyntheticQuadruped::new(config.sim.seed, config.sim.noise);
-    let decls = model.params();
-    for name in space.names() {
-        if !decls.iter().any(|d| d.name == name) {
-            bail!(
-                "{}: space.{name} is not a parameter of the synthetic quadruped ({})",
-                config.path.display(),
-                decls.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
-    let mut sampler = build_sampler(kind, seed)?;
-    let mut history: Vec<FrozenTrial> = Vec::with_capacity(trials);
-    let mut run = SimRun {
-        best_value: None,
-        best_true_value: None,
-        best_trial: None,
-        complete: 0,
-        unsafe_trials: 0,
-        values: Vec::with_capacity(trials),
-    };
-    for number in 0..trials as u64 {
-        let params = ask(sampler.as_mut(), space, &history, direction, number)?;
-        let values: Vec<f64> = decls
-            .iter()
-            .map(|d| match params.get(d.name) {
-                Some(&internal) => space.firmware_value(d.name, internal),
-                None => d.default as f64,
-            })
-            .collect();
-        let applied: Vec<f32> = values
-            .iter()
-            .zip(decls)
-            .map(|(&v, d)| (v as f32).clamp(d.min, d.max))
-            .collect();
-        let mut returns = Vec::new();
-        let mut unsafe_detail = None;
-        'episodes: for episode in 0..config.study.episodes_per_trial {
-            let mut ep = model.start_episode(&applied, episode_seed(seed, number, episode));
-            let mut ret = 0.0f64;
-            for k in 0..config.episode.max_steps {
-                let t = model.step(&mut ep, k);
-                let step = Step {
-                    timestamp_us: k.wrapping_mul(20_000),
-                    trial: number as u32,
-                    episode: episode as u16,
-                    step: k,
-                    reward: t.reward,
-                    roll: t.roll,
-                    pitch: t.pitch,
-                    body_height: t.body_height,
-                    max_joint_temp: t.max_joint_temp,
-                    faults: t.faults,
-                };
-                if let Some(v) = config.safety.check(&step) {
-                    unsafe_detail = Some(v.to_string());
-                    break 'episodes;
-                }
-                ret += t.reward as f64;
-            }
-            returns.push(ret);
-        }
-        let trial = match unsafe_detail {
-            Some(_) => {
-                run.unsafe_trials += 1;
-                run.values.push(None);
-                frozen(number, TrialState::Pruned, params, None, Some("unsafe"))
-            }
-            None => {
-                let v = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
-                run.complete += 1;
-                run.values.push(Some(v));
-                if run.best_value.map_or(true, |b| direction.is_better(v, b)) {
-                    run.best_value = Some(v);
-                    run.best_trial = Some(number);
-                    let ran: Vec<f64> = applied.iter().map(|&x| x as f64).collect();
-                    run.best_true_value = Some(synthetic::true_value(&ran));
-                }
-                frozen(number, TrialState::Complete, params, Some(v), None)
-            }
-        };
-        sampler.tell(&trial);
-        history.push(trial);
-    }
-    Ok(run)
-}
-
-fn cmd_sim(a: &SimArgs) -> Result<()> {
-    let kinds = parse_kinds(&a.kinds)?;
-    let config = Config::load(&a.config)?;
-    let mut tasks = Vec::new();
-    for k in &kinds {
-        for seed in 0..a.seeds {
-            tasks.push((k.as_str(), seed));
-        }
-    }
-    let results = parallel(&tasks, a.jobs, |&(kind, seed)| {
-        let t0 = Instant::now();
-        let r = sim_study(&config, kind, seed, a.trials)?;
-        Ok(json!({
-            "sampler": kind, "seed": seed, "wall_s": t0.elapsed().as_secs_f64(),
-            "best_value": r.best_value, "best_true_value": r.best_true_value,
-            "best_trial": r.best_trial, "complete": r.complete, "unsafe": r.unsafe_trials,
-            "values": r.values,
-        }))
-    })?;
-    let out = json!({
-        "meta": meta("sim", json!({
-            "config": a.config.display().to_string(),
-            "trials": a.trials,
-            "seeds": (0..a.seeds).collect::<Vec<_>>(),
-            "kinds": kinds,
-            "direction": config.study.direction,
-            "episodes_per_trial": config.study.episodes_per_trial,
-            "max_steps": config.episode.max_steps,
-            "sim_seed": config.sim.seed,
-            "noise": config.sim.noise,
-            "optimum_true_value": synthetic::OPTIMUM_VALUE,
-            "measures": "studies on the synthetic quadruped in-process (no daemon, no pty): \
-                         trial value = mean episode return (sum of per-step rewards) of the \
-                         noisy model, safety envelope of the config checked on every step \
-                         (violation = PRUNED unsafe, fed back to the sampler); best_value = \
-                         best COMPLETE trial's value, best_true_value = the noise-free \
-                         steady-state reward of that trial's parameters (optimum 1.0)",
-        })),
-        "runs": results,
-    });
-    write_json(&a.out, &out)
-}
-
 // ------------------------------------------------------------------------------- problems
 
 /// Fixed evaluation points: corners, centre, optima and seeded uniform points.
@@ -923,8 +745,6 @@ enum Command {
     Overhead(OverheadArgs),
     /// Best value after 50/100/200 trials on the shared problem suite.
     Efficiency(EfficiencyArgs),
-    /// Studies on the synthetic quadruped: best value per sampler.
-    Sim(SimArgs),
     /// The problem suite's values at fixed points (for the check against problems.py).
     Problems {
         /// Output JSON file.
@@ -979,28 +799,6 @@ struct EfficiencyArgs {
     problems: String,
 }
 
-#[derive(Args)]
-struct SimArgs {
-    /// Output JSON file.
-    #[arg(long)]
-    out: PathBuf,
-    /// The config whose space, safety envelope, episode length and sim noise are used.
-    #[arg(long, default_value = "configs/sim-quadruped.toml")]
-    config: PathBuf,
-    /// Seeds 0..seeds per sampler.
-    #[arg(long, default_value_t = 10)]
-    seeds: u64,
-    /// Trials per study.
-    #[arg(long, default_value_t = 100)]
-    trials: usize,
-    /// Worker threads.
-    #[arg(long, default_value_t = 2)]
-    jobs: usize,
-    /// Sampler kinds, comma-separated, or `all`.
-    #[arg(long, default_value = "all")]
-    kinds: String,
-}
-
 fn main() {
     // `cargo bench` appends `--bench`; it means nothing here.
     let args = std::env::args().filter(|a| a != "--bench");
@@ -1009,7 +807,6 @@ fn main() {
         None => self_check(),
         Some(Command::Overhead(a)) => cmd_overhead(a),
         Some(Command::Efficiency(a)) => cmd_efficiency(a),
-        Some(Command::Sim(a)) => cmd_sim(a),
         Some(Command::Problems { out }) => cmd_problems(out),
         Some(Command::Kinds) => {
             for k in sampler::KINDS {

@@ -78,6 +78,11 @@ pub struct SamplerConfig {
     pub kind: String,
     /// Sampler seed; defaults to `study.seed`.
     pub seed: Option<u64>,
+    /// Feed unsafe trials to the sampler as constraint violations (the default). `false`
+    /// hides them from it (shown as failed trials, which samplers ignore): for measuring
+    /// what the constraints are worth, never for a robot.
+    #[serde(default = "default_true")]
+    pub constraints: bool,
     /// Per-kind options tables: `[sampler.tpe]`, `[sampler.cmaes]`, `[sampler.qmc]`; each
     /// sampler parses and checks its own.
     #[serde(flatten)]
@@ -89,6 +94,7 @@ impl Default for SamplerConfig {
         Self {
             kind: default_sampler(),
             seed: None,
+            constraints: true,
             options: Default::default(),
         }
     }
@@ -339,7 +345,7 @@ impl Config {
         for (key, value) in &raw.sampler.options {
             if !crate::sampler::KINDS.contains(&key.as_str()) || !value.is_table() {
                 return Err(err(format!(
-                    "unknown key sampler.{key}: expected kind, seed, or an options table named after a sampler ({})",
+                    "unknown key sampler.{key}: expected kind, seed, constraints, or an options table named after a sampler ({})",
                     crate::sampler::KINDS.join(", ")
                 )));
             }

@@ -91,9 +91,7 @@ async fn run_async(
 ) -> Result<RunOutcome> {
     let storage = storage::open(&config.study.storage)
         .with_context(|| format!("opening storage {}", config.study.storage))?;
-    let sampler_seed = config.sampler.seed.unwrap_or(config.study.seed);
-    let sampler = sampler::build(&config.sampler.kind, sampler_seed, config.sampler_options())
-        .map_err(|e| anyhow!("{}: sampler.kind: {e}", config.path.display()))?;
+    let sampler = build_sampler(&config)?;
     let mut study = Study::create_or_load(
         storage,
         &config.study.name,
@@ -174,6 +172,58 @@ async fn run_async(
     let outcome = outcome?;
     print_summary(&study)?;
     Ok(outcome)
+}
+
+/// The sampler the config describes, with what needs I/O done here (samplers never do
+/// any): a CMA-ES warm start (`[sampler.cmaes] warm_start = { storage, study }`) reads the
+/// source study's trials and starts the search from the distribution of its best ones.
+pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
+    let seed = config.sampler.seed.unwrap_or(config.study.seed);
+    let place = || format!("{}: [sampler]", config.path.display());
+    let mut built = match (config.sampler.kind.as_str(), config.sampler_options()) {
+        ("cmaes", options) => {
+            let o: sampler::CmaesOptions = sampler::parse_options("cmaes", options)
+                .map_err(|e| anyhow!("{}: {e}", place()))?;
+            let warm = match &o.warm_start {
+                None => None,
+                Some(src) => {
+                    let storage = storage::open(&src.storage).with_context(|| {
+                        format!("{}: warm_start: opening storage {}", place(), src.storage)
+                    })?;
+                    let source = Study::load(
+                        storage,
+                        &src.study,
+                        Box::new(sampler::RandomSampler::new(0)),
+                    )
+                    .with_context(|| format!("{}: warm_start", place()))?;
+                    let trials = source.trials()?;
+                    let warm =
+                        sampler::warm_start_from(&trials, &config.space, config.study.direction)
+                            .map_err(|e| anyhow!("{}: {e}", place()))?;
+                    println!(
+                        "CMA-ES warm start from study '{}' in {} ({} trials)",
+                        src.study,
+                        src.storage,
+                        trials.len()
+                    );
+                    Some(warm)
+                }
+            };
+            let cmaes = sampler::CmaesSampler::with_options(seed, o)
+                .map_err(|e| anyhow!("{}: {e}", place()))?;
+            Box::new(match warm {
+                Some(w) => cmaes.with_warm_start(w),
+                None => cmaes,
+            }) as Box<dyn sampler::Sampler>
+        }
+        (kind, options) => {
+            sampler::build(kind, seed, options).map_err(|e| anyhow!("{}: {e}", place()))?
+        }
+    };
+    if !config.sampler.constraints {
+        built = sampler::without_constraints(built);
+    }
+    Ok(built)
 }
 
 /// Top trials still owed re-evaluation episodes: (trial, episodes already re-run).
@@ -946,5 +996,83 @@ impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::SampleRequest;
+    use crate::trial::Direction;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn cmaes_warm_start_reads_the_source_study_and_starts_near_its_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("old.db").display());
+        let base = format!(
+            "[study]\nname = \"new\"\nstorage = \"{url}\"\n[robot]\ndevice = \"sim\"\n\
+             [space.x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n\
+             [space.y]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n"
+        );
+        // The source study: the best trials are all near (0.9, 0.1).
+        let cfg = config(&base);
+        let mut old = Study::create_or_load(
+            storage::open(&url).unwrap(),
+            "old",
+            Direction::Maximize,
+            cfg.space.clone(),
+            Box::new(sampler::RandomSampler::new(3)),
+        )
+        .unwrap();
+        for _ in 0..60 {
+            let t = old.ask().unwrap();
+            let (x, y) = (t.params["x"], t.params["y"]);
+            old.tell(t.number, -((x - 0.9).powi(2) + (y - 0.1).powi(2)))
+                .unwrap();
+        }
+        drop(old);
+        let warm = config(&format!(
+            "{base}[sampler]\nkind = \"cmaes\"\n[sampler.cmaes]\nwarm_start = {{ storage = \"{url}\", study = \"old\" }}\n"
+        ));
+        let cold = config(&format!("{base}[sampler]\nkind = \"cmaes\"\n"));
+        let distance = |cfg: &Config| {
+            let mut s = build_sampler(cfg).unwrap();
+            let mut total = 0.0;
+            for n in 0..10 {
+                let p = s.sample(&SampleRequest {
+                    space: &cfg.space,
+                    history: &[],
+                    direction: Direction::Maximize,
+                    trial_number: n,
+                });
+                total += ((p["x"] - 0.9).powi(2) + (p["y"] - 0.1).powi(2)).sqrt();
+            }
+            total / 10.0
+        };
+        let (w, c) = (distance(&warm), distance(&cold));
+        assert!(w < 0.25 && w < c / 2.0, "warm {w} vs cold {c}");
+        // A missing source study is an error naming it, not a silent cold start.
+        let missing = config(&format!(
+            "{base}[sampler]\nkind = \"cmaes\"\n[sampler.cmaes]\nwarm_start = {{ storage = \"{url}\", study = \"nope\" }}\n"
+        ));
+        let e = format!("{:#}", build_sampler(&missing).err().unwrap());
+        assert!(e.contains("nope") && e.contains("warm_start"), "{e}");
+    }
+
+    #[test]
+    fn constraints_off_wraps_the_sampler() {
+        let text = "[study]\nname = \"t\"\n[robot]\ndevice = \"sim\"\n[sampler]\nkind = \"tpe\"\nconstraints = false\n[space.x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n";
+        let cfg = config(text);
+        assert!(!cfg.sampler.constraints);
+        assert_eq!(build_sampler(&cfg).unwrap().name(), "tpe");
+        assert!(
+            config(&text.replace("constraints = false\n", ""))
+                .sampler
+                .constraints
+        );
     }
 }

@@ -401,6 +401,9 @@ device = "sim"
 model = "physics"
 seed = 2
 reset_delay_ms = 1.0
+# Paced, so that the daemon's EStop (well under a millisecond) always lands before the next
+# step: unpaced, the step count of an EStopped episode races the EStop, as on a real robot.
+step_delay_ms = 5.0
 
 [episode]
 max_steps = 60

@@ -9,65 +9,14 @@
 //! (1..=100) is `floor + 10 exp(-rate t) + noise[seed][trial][t - 1]`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use gaittune::pruner::{self, PruneRequest, Pruner};
 use gaittune::trial::{Direction, FrozenTrial, TrialState};
 use serde_json::Value;
 
-const STEPS: u64 = 100;
-const LC_O: [f64; 4] = [1.5, -2.0, 0.5, 2.5];
-const LC_A: f64 = 10.0;
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/optuna-5.0")
-}
-
-fn load(name: &str) -> Value {
-    let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    // When the shared reference folder is beside the repository (CI, developers), the
-    // copies must still equal it.
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/optuna-5.0")
-        .join(name);
-    if let Ok(original) = std::fs::read_to_string(&shared) {
-        assert!(
-            original == text,
-            "{} differs from {}: refresh the copy in tests/data/optuna-5.0",
-            path.display(),
-            shared.display()
-        );
-    }
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Python's `a ** b` on floats: C `pow`. It is not always `a * a` for `b = 2` (glibc's pow
-/// differs from the correctly rounded product by one ulp on some inputs), so call `powf`
-/// with an opaque exponent to keep LLVM from rewriting it into a multiplication (or
-/// `pow(10, y)` into `exp10(y)`).
-fn py_pow(a: f64, b: f64) -> f64 {
-    std::hint::black_box(a).powf(std::hint::black_box(b))
-}
-
-/// `problems.lc_floor_rate`, operation for operation (plain left-to-right sum, as the
-/// recording's Python did: the recorded `true_final` values check it).
-fn lc_floor_rate(x: &[f64; 4], lr: f64) -> (f64, f64) {
-    let u = lr.log10();
-    let sq: f64 = x
-        .iter()
-        .zip(LC_O)
-        .fold(0.0, |acc, (v, s)| acc + py_pow(v - s, 2.0));
-    let floor = sq / 4.0 + 0.5 * py_pow(u + 3.0, 2.0);
-    let rate = 0.3 * py_pow(10.0, (u + 1.0) / 2.0);
-    (floor, rate)
-}
-
-/// `problems.lc_value`: the noise-free loss at step `t` (1-based).
-fn lc_value(floor: f64, rate: f64, t: u64) -> f64 {
-    floor + LC_A * (-rate * t as f64).exp()
-}
+#[path = "../benches/common/lc.rs"]
+mod lc;
+use lc::{lc_floor_rate, lc_value, load, STEPS};
 
 /// One recorded trial.
 struct Recorded {
@@ -101,19 +50,10 @@ fn recorded_trials(run: &Value) -> Vec<Recorded> {
         .collect()
 }
 
-/// The pruner configurations of `bench_pruners.py`, as gaittune config tables.
+/// The pruner configurations of `bench_pruners.py`, as gaittune pruners.
 fn our_pruner(name: &str) -> Option<Box<dyn Pruner>> {
-    let (kind, options) = match name {
-        "none" => ("none", ""),
-        "median_w10" => ("median", "n_startup_trials = 5\nn_warmup_steps = 10"),
-        "median_w30" => ("median", "n_startup_trials = 5\nn_warmup_steps = 30"),
-        "sha" => ("successive_halving", ""),
-        "hyperband" => (
-            "hyperband",
-            "min_resource = 1\nmax_resource = 100\nreduction_factor = 3",
-        ),
-        other => panic!("unexpected pruner {other} in pruners.json"),
-    };
+    let (kind, options) = lc::pruner_config(name)
+        .unwrap_or_else(|| panic!("unexpected pruner {name} in pruners.json"));
     let table: toml::Table = toml::from_str(options).unwrap();
     pruner::build(kind, Some(&table)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
@@ -191,7 +131,6 @@ fn pruner_decisions_equal_optuna_5_0_on_every_recorded_trial() {
     let runs = load("pruners.json");
     let lc = load("lc_replay.json");
     assert_eq!(runs["meta"]["optuna"].as_str(), Some("5.0.0"));
-    let noise_by_seed = &lc["noise[seed][trial][step-1]"];
 
     let mut mismatches = Vec::new();
     // (sampler, pruner) -> (trials, pruned, steps ours, steps recorded)
@@ -201,18 +140,7 @@ fn pruner_decisions_equal_optuna_5_0_on_every_recorded_trial() {
         let sampler = run["sampler"].as_str().expect("sampler").to_string();
         let name = run["pruner"].as_str().expect("pruner").to_string();
         let seed = run["seed"].as_u64().expect("seed");
-        let noise: Vec<Vec<f64>> = noise_by_seed[seed.to_string()]
-            .as_array()
-            .expect("noise of the seed")
-            .iter()
-            .map(|t| {
-                t.as_array()
-                    .expect("noise of a trial")
-                    .iter()
-                    .map(|v| v.as_f64().expect("noise value"))
-                    .collect()
-            })
-            .collect();
+        let noise = lc::noise_of_seed(&lc, seed);
         let recorded = recorded_trials(run);
         let p = our_pruner(&name);
         let decisions = replay(seed, p.as_deref(), &recorded, &noise);

@@ -98,6 +98,71 @@ pub fn build(
     }
 }
 
+/// Wraps a sampler so that it learns nothing from unsafe trials: every trial PRUNED as
+/// unsafe ([`crate::pruner::is_unsafe`]) is shown to it as a FAIL trial (no value, no
+/// intermediate values, no violation), which every sampler ignores, as Optuna's samplers
+/// ignore failed trials. Only for measuring what feeding unsafe trials back as constraint
+/// violations is worth (`[sampler] constraints = false`); never for a real robot.
+pub fn without_constraints(inner: Box<dyn Sampler>) -> Box<dyn Sampler> {
+    Box::new(Unconstrained { inner })
+}
+
+/// See [`without_constraints`].
+struct Unconstrained {
+    inner: Box<dyn Sampler>,
+}
+
+/// The fail reason an unsafe trial is shown with when constraints are off.
+const HIDDEN_UNSAFE_REASON: &str = "unsafe (hidden: constraints off)";
+
+fn hide_violation(t: &FrozenTrial) -> Option<FrozenTrial> {
+    crate::pruner::is_unsafe(t).then(|| {
+        let mut t = t.clone();
+        t.state = crate::trial::TrialState::Fail;
+        t.value = None;
+        t.intermediate.clear();
+        t.prune_reason = Some(HIDDEN_UNSAFE_REASON.into());
+        t.attrs.remove("unsafe");
+        t
+    })
+}
+
+impl Sampler for Unconstrained {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn sample(&mut self, request: &SampleRequest<'_>) -> Params {
+        if !request.history.iter().any(crate::pruner::is_unsafe) {
+            return self.inner.sample(request);
+        }
+        let history: Vec<FrozenTrial> = request
+            .history
+            .iter()
+            .map(|t| hide_violation(t).unwrap_or_else(|| t.clone()))
+            .collect();
+        self.inner.sample(&SampleRequest {
+            history: &history,
+            ..*request
+        })
+    }
+
+    fn tell(&mut self, trial: &FrozenTrial) {
+        match hide_violation(trial) {
+            Some(t) => self.inner.tell(&t),
+            None => self.inner.tell(trial),
+        }
+    }
+
+    fn save_state(&self) -> Option<serde_json::Value> {
+        self.inner.save_state()
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.inner.load_state(state)
+    }
+}
+
 /// Builds a sampler by kind with default options.
 pub fn from_kind(kind: &str, seed: u64) -> Result<Box<dyn Sampler>, String> {
     build(kind, seed, None)
@@ -246,6 +311,71 @@ mod tests {
         assert_eq!(from_kind("random", 1).unwrap().name(), "random");
         let e = from_kind("tpe-ish", 1).err().unwrap();
         assert!(e.contains("tpe-ish") && e.contains("random"), "{e}");
+    }
+
+    /// Records the histories it is shown and the trials it is told.
+    #[derive(Default, Clone)]
+    struct Spy(std::sync::Arc<std::sync::Mutex<(Vec<FrozenTrial>, Vec<FrozenTrial>)>>);
+
+    impl Sampler for Spy {
+        fn name(&self) -> &str {
+            "spy"
+        }
+        fn sample(&mut self, request: &SampleRequest<'_>) -> Params {
+            self.0.lock().unwrap().0 = request.history.to_vec();
+            Params::new()
+        }
+        fn tell(&mut self, trial: &FrozenTrial) {
+            self.0.lock().unwrap().1.push(trial.clone());
+        }
+    }
+
+    #[test]
+    fn without_constraints_shows_unsafe_trials_as_failed_ones() {
+        use crate::pruner::{is_unsafe, test_util::trial};
+        use crate::trial::TrialState;
+        let mut unsafe_trial = trial(1, TrialState::Pruned, &[1.0, 2.0]);
+        unsafe_trial.prune_reason = Some("unsafe".into());
+        unsafe_trial
+            .attrs
+            .insert("unsafe".into(), serde_json::json!({ "excess": 0.3 }));
+        let poor = trial(2, TrialState::Pruned, &[0.5]);
+        let history = vec![unsafe_trial.clone(), poor.clone()];
+        let space = SearchSpace::new([(
+            "x".to_string(),
+            crate::space::Distribution::Float {
+                low: 0.0,
+                high: 1.0,
+                log: false,
+                step: None,
+            },
+        )])
+        .unwrap();
+        let request = SampleRequest {
+            space: &space,
+            history: &history,
+            direction: Direction::Maximize,
+            trial_number: 3,
+        };
+        let spy = Spy::default();
+        let mut hidden = without_constraints(Box::new(spy.clone()));
+        assert_eq!(hidden.name(), "spy");
+        hidden.sample(&request);
+        hidden.tell(&unsafe_trial);
+        let seen = spy.0.lock().unwrap();
+        let (shown, told) = (&seen.0, &seen.1);
+        for t in [&shown[0], &told[0]] {
+            assert!(!is_unsafe(t), "{t:?}");
+            assert_eq!(t.state, TrialState::Fail);
+            assert!(t.intermediate.is_empty() && t.value.is_none());
+            assert!(!t.attrs.contains_key("unsafe"));
+            assert_eq!(t.params, unsafe_trial.params);
+        }
+        assert_eq!(shown[1], poor, "other trials pass unchanged");
+        // With constraints on, the sampler sees the violation.
+        let mut plain = Spy::default();
+        plain.sample(&request);
+        assert!(is_unsafe(&plain.0.lock().unwrap().0[0]));
     }
 
     #[test]

@@ -100,6 +100,12 @@ pub struct TpeOptions {
     /// `m` is the estimator's own kernel count, which holds the "below" floor at
     /// `(high − low) / 26` however long the study runs.
     pub bandwidth_floor: BandwidthFloor,
+    /// Once some trials were unsafe, also fit a feasibility model — Parzen estimators of
+    /// the feasible and the unsafe trials, `f` and `u` — and add `log P(feasible | x)`,
+    /// `P = γ f / (γ f + (1 − γ) u)` with `γ` the feasible fraction, to each candidate's
+    /// score (as c-TPE, Watanabe & Hutter 2023, does per constraint). Ours; Optuna only
+    /// ranks infeasible trials last. `false`: Optuna's handling alone.
+    pub feasibility_model: bool,
 }
 
 /// How TPE's bandwidth floor is counted (see [`TpeOptions::bandwidth_floor`]).
@@ -125,6 +131,7 @@ impl Default for TpeOptions {
             gamma_cap: 25,
             startup: Startup::Random,
             bandwidth_floor: BandwidthFloor::Trials,
+            feasibility_model: true,
         }
     }
 }
@@ -338,14 +345,18 @@ struct Work {
     complete: Vec<(f64, u64, u32)>,
     pruned: Vec<((f64, f64), u64, u32)>,
     infeasible: Vec<(f64, u64, u32)>,
-    k_below: Vec<u32>,
-    k_above: Vec<u32>,
-    slots_below: Vec<u32>,
-    slots_above: Vec<u32>,
-    sorted_below: Vec<Vec<(f64, u32)>>,
-    sorted_above: Vec<Vec<(f64, u32)>>,
+    /// Per slot: feasible (finished, not unsafe), infeasible (unsafe) or neither.
+    feasibility: Vec<Option<bool>>,
+    /// The split's two groups: 0 = below, 1 = above.
+    split_groups: Partition,
+    /// The feasibility model's two groups: 0 = feasible, 1 = infeasible.
+    feasibility_groups: Partition,
     below: Parzen,
     above: Parzen,
+    feasible_kde: Parzen,
+    unsafe_kde: Parzen,
+    log_f: Vec<f64>,
+    log_u: Vec<f64>,
     candidates: Vec<f64>,
     coords: Vec<f64>,
     log_l: Vec<f64>,
@@ -353,6 +364,103 @@ struct Work {
     dims: Vec<Dim>,
     dim_index: Vec<usize>,
     unit: Vec<f64>,
+}
+
+/// A two-way grouping of history slots into the kernels of two estimators, for one
+/// parameter group: kernel numbers follow trial order, and per numeric parameter each
+/// group's `(value, kernel)` list is sorted (read off the cache's global orders, so no
+/// sorting per ask).
+#[derive(Debug, Default)]
+struct Partition {
+    /// Per slot: its kernel number in its group, `u32::MAX` if in neither.
+    kernel: Vec<u32>,
+    /// Per slot: its group (0 or 1), meaningful where `kernel` is set.
+    group: Vec<u8>,
+    /// Each group's slots, in trial order.
+    slots: [Vec<u32>; 2],
+    /// Each group's sorted observations per modelled parameter (empty for categoricals).
+    sorted: [Vec<Vec<(f64, u32)>>; 2],
+}
+
+impl Partition {
+    /// Assigns every slot with a valid value for all of `mask` to the group `group_of` names.
+    fn assign(&mut self, cache: &Cache, mask: u64, group_of: impl Fn(usize) -> Option<u8>) {
+        let n = cache.slots.len();
+        self.kernel.clear();
+        self.kernel.resize(n, u32::MAX);
+        self.group.clear();
+        self.group.resize(n, 0);
+        for g in &mut self.slots {
+            g.clear();
+        }
+        for (s, slot) in cache.slots.iter().enumerate() {
+            if slot.valid & mask != mask {
+                continue;
+            }
+            if let Some(g) = group_of(s) {
+                let list = &mut self.slots[g as usize];
+                self.kernel[s] = list.len() as u32;
+                self.group[s] = g;
+                list.push(s as u32);
+            }
+        }
+    }
+
+    /// Fills `sorted` for the group's parameters (`dims[jj]` is space parameter
+    /// `dim_index[jj]`).
+    fn sort(&mut self, cache: &Cache, dims: &[Dim], dim_index: &[usize]) {
+        for v in &mut self.sorted {
+            if v.len() < dims.len() {
+                v.resize_with(dims.len(), Vec::new);
+            }
+            for x in v.iter_mut() {
+                x.clear();
+            }
+        }
+        for (jj, &j) in dim_index.iter().enumerate() {
+            if matches!(dims[jj].kind, Kind::Cat { .. }) {
+                continue;
+            }
+            for &(v, s) in &cache.order[j] {
+                let k = self.kernel[s as usize];
+                if k != u32::MAX {
+                    self.sorted[self.group[s as usize] as usize][jj].push((v, k));
+                }
+            }
+        }
+    }
+
+    /// Fits `parzen` to group `g` with Optuna's weights (memoising normalising constants
+    /// in the cache when `memo`).
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        &self,
+        g: usize,
+        parzen: &mut Parzen,
+        cache: &mut Cache,
+        dims: &[Dim],
+        dim_index: &[usize],
+        params: ParzenParams,
+        memo: bool,
+    ) {
+        let d = cache.dims.len();
+        let slots = &self.slots[g];
+        let coords = &cache.coords;
+        let n = slots.len();
+        parzen.build(
+            dims,
+            n,
+            |k, jj| coords[slots[k] as usize * d + dim_index[jj]],
+            &self.sorted[g],
+            |k| default_weight(n, k),
+            params,
+            memo.then(|| NormCache {
+                slot_of: slots,
+                dim_index,
+                entries: &mut cache.norm,
+            }),
+        );
+    }
 }
 
 /// Violation amount of an unsafe trial.
@@ -469,6 +577,8 @@ impl Work {
         let w = self;
         w.side.clear();
         w.side.resize(history.len(), Side::Out);
+        w.feasibility.clear();
+        w.feasibility.resize(history.len(), None);
         w.complete.clear();
         w.pruned.clear();
         w.infeasible.clear();
@@ -506,6 +616,7 @@ impl Work {
             n_finished += 1;
             inter &= cache.slots[i].valid;
             w.side[i] = Side::Above;
+            w.feasibility[i] = Some(!is_unsafe(t));
         }
         // γ(n) = min(ceil(0.1·n), cap), in floating point as Optuna computes it.
         let mut left = ((0.1 * n_finished as f64).ceil() as usize).min(opts.gamma_cap);
@@ -574,126 +685,108 @@ impl TpeSampler {
             }
         }
         let g = w.dims.len();
-        // Kernel numbering, in trial-number order.
-        let n_slots = cache.slots.len();
-        w.k_below.clear();
-        w.k_below.resize(n_slots, u32::MAX);
-        w.k_above.clear();
-        w.k_above.resize(n_slots, u32::MAX);
-        w.slots_below.clear();
-        w.slots_above.clear();
-        for (s, side) in w.side.iter().enumerate() {
-            if *side == Side::Out || cache.slots[s].valid & mask != mask {
-                continue;
-            }
-            if *side == Side::Below {
-                w.k_below[s] = w.slots_below.len() as u32;
-                w.slots_below.push(s as u32);
-            } else {
-                w.k_above[s] = w.slots_above.len() as u32;
-                w.slots_above.push(s as u32);
-            }
-        }
-        // Sorted observations per numeric parameter, from the cached global orders.
-        for v in [&mut w.sorted_below, &mut w.sorted_above] {
-            if v.len() < g {
-                v.resize_with(g, Vec::new);
-            }
-            for x in v.iter_mut() {
-                x.clear();
-            }
-        }
-        for (jj, &j) in w.dim_index.iter().enumerate() {
-            if matches!(w.dims[jj].kind, Kind::Cat { .. }) {
-                continue;
-            }
-            let (sb, sa) = (&mut w.sorted_below[jj], &mut w.sorted_above[jj]);
-            for &(v, s) in &cache.order[j] {
-                let s = s as usize;
-                let ka = w.k_above[s];
-                if ka != u32::MAX {
-                    sa.push((v, ka));
-                } else {
-                    let kb = w.k_below[s];
-                    if kb != u32::MAX {
-                        sb.push((v, kb));
-                    }
-                }
-            }
-        }
+        let side = &w.side;
+        w.split_groups.assign(cache, mask, |s| match side[s] {
+            Side::Below => Some(0),
+            Side::Above => Some(1),
+            Side::Out => None,
+        });
+        w.split_groups.sort(cache, &w.dims, &w.dim_index);
+        let [nb, na] = [0, 1].map(|i| w.split_groups.slots[i].len());
         let params = ParzenParams {
             prior_weight: opts.prior_weight,
             consider_endpoints: opts.consider_endpoints,
             magic_clip: true,
             floor_count: match opts.bandwidth_floor {
-                BandwidthFloor::Trials => Some(w.slots_below.len() + w.slots_above.len()),
+                BandwidthFloor::Trials => Some(nb + na),
                 BandwidthFloor::Kernels => None,
             },
         };
-        let coords = &cache.coords;
-        let dim_index = &w.dim_index;
-        let (nb, na) = (w.slots_below.len(), w.slots_above.len());
-        {
-            let slots = &w.slots_below;
-            w.below.build(
-                &w.dims,
-                nb,
-                |k, jj| coords[slots[k] as usize * d + dim_index[jj]],
-                &w.sorted_below,
-                |k| default_weight(nb, k),
+        let (dims, dim_index) = (&w.dims, &w.dim_index);
+        w.split_groups
+            .fit(0, &mut w.below, cache, dims, dim_index, params, true);
+        w.split_groups
+            .fit(1, &mut w.above, cache, dims, dim_index, params, true);
+        // The feasibility model, once some trials were unsafe and some were not.
+        let feasibility = &w.feasibility;
+        w.feasibility_groups
+            .assign(cache, mask, |s| feasibility[s].map(|ok| u8::from(!ok)));
+        let [nf, nu] = [0, 1].map(|i| w.feasibility_groups.slots[i].len());
+        let model_feasibility = opts.feasibility_model && nf > 0 && nu > 0;
+        if model_feasibility {
+            w.feasibility_groups.sort(cache, dims, dim_index);
+            let params = ParzenParams {
+                floor_count: params.floor_count.map(|_| nf + nu),
+                ..params
+            };
+            // Not memoised: the cache holds one bandwidth per (trial, parameter), the
+            // split's.
+            w.feasibility_groups.fit(
+                0,
+                &mut w.feasible_kde,
+                cache,
+                dims,
+                dim_index,
                 params,
-                Some(NormCache {
-                    slot_of: slots,
-                    dim_index,
-                    entries: &mut cache.norm,
-                }),
+                false,
             );
+            w.feasibility_groups
+                .fit(1, &mut w.unsafe_kde, cache, dims, dim_index, params, false);
         }
-        {
-            let slots = &w.slots_above;
-            w.above.build(
-                &w.dims,
-                na,
-                |k, jj| coords[slots[k] as usize * d + dim_index[jj]],
-                &w.sorted_above,
-                |k| default_weight(na, k),
-                params,
-                Some(NormCache {
-                    slot_of: slots,
-                    dim_index,
-                    entries: &mut cache.norm,
-                }),
-            );
-        }
-        // Candidates from l(x); keep the argmax of log l − log g (first on ties).
+        // Candidates from l(x); keep the argmax of log l − log g (+ log P(feasible)) (first
+        // on ties).
         let nc = opts.n_ei_candidates;
         w.below.sample_into(nc, rng, &mut w.candidates);
-        let mut best = (f64::NEG_INFINITY, 0usize);
-        if w.below.all_continuous() {
-            // All floats: both densities at every candidate in one vectorised pass each.
+        let all_float = w.below.all_continuous();
+        let estimators: &mut [(&mut Parzen, &mut Vec<f64>)] = &mut [
+            (&mut w.below, &mut w.log_l),
+            (&mut w.above, &mut w.log_g),
+            (&mut w.feasible_kde, &mut w.log_f),
+            (&mut w.unsafe_kde, &mut w.log_u),
+        ];
+        let used = if model_feasibility { 4 } else { 2 };
+        if all_float {
+            // All floats: each density at every candidate in one vectorised pass.
             w.coords.clear();
             for (jj, dim) in w.dims.iter().enumerate() {
                 w.coords
                     .extend((0..nc).map(|c| dim.model_of(w.candidates[c * g + jj])));
             }
-            w.below.log_pdf_batch(&w.coords, nc, &mut w.log_l);
-            w.above.log_pdf_batch(&w.coords, nc, &mut w.log_g);
-            for (c, (l, gx)) in w.log_l.iter().zip(&w.log_g).enumerate() {
-                if l - gx > best.0 {
-                    best = (l - gx, c);
-                }
+            for (p, out) in estimators[..used].iter_mut() {
+                p.log_pdf_batch(&w.coords, nc, out);
             }
         } else {
+            for (_, out) in estimators[..used].iter_mut() {
+                out.clear();
+            }
             for c in 0..nc {
                 let x = &w.candidates[c * g..(c + 1) * g];
                 w.coords.clear();
                 for (jj, dim) in w.dims.iter().enumerate() {
                     w.coords.extend_from_slice(&dim.eval_coords(x[jj]));
                 }
-                let score = w.below.log_pdf(&w.coords) - w.above.log_pdf(&w.coords);
-                if score > best.0 {
-                    best = (score, c);
+                for (p, out) in estimators[..used].iter_mut() {
+                    out.push(p.log_pdf(&w.coords));
                 }
+            }
+        }
+        // P(feasible | x) = γ f / (γ f + (1 − γ) u), γ the feasible fraction.
+        let (ln_gamma, ln_rest) = {
+            let gamma = nf as f64 / (nf + nu).max(1) as f64;
+            (gamma.ln(), (1.0 - gamma).ln())
+        };
+        let mut best = (f64::NEG_INFINITY, 0usize);
+        for c in 0..nc {
+            let mut score = w.log_l[c] - w.log_g[c];
+            if model_feasibility {
+                let (a, b) = (ln_gamma + w.log_f[c], ln_rest + w.log_u[c]);
+                let m = a.max(b);
+                if m > f64::NEG_INFINITY {
+                    score += a - (m + ((a - m).exp() + (b - m).exp()).ln());
+                }
+            }
+            if score > best.0 {
+                best = (score, c);
             }
         }
         let x = &w.candidates[best.1 * g..(best.1 + 1) * g];
