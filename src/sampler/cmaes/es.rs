@@ -259,6 +259,17 @@ impl Es {
         }
     }
 
+    /// A unit-cube point in the distribution's own coordinates, `C^{-1/2} (x − m) / σ`:
+    /// Euclidean distances there are Mahalanobis distances of the search distribution.
+    pub fn whiten(&self, x: &[f64]) -> Vec<f64> {
+        let y: Vec<f64> = x
+            .iter()
+            .zip(&self.mean)
+            .map(|(a, m)| (a - m) / self.sigma)
+            .collect();
+        self.inv_sqrt(&y)
+    }
+
     /// `C^{-1/2} y`.
     pub fn inv_sqrt(&self, y: &[f64]) -> Vec<f64> {
         let d = self.d;

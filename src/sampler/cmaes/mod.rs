@@ -142,7 +142,22 @@ pub struct CmaesOptions {
     /// sampler has anyway; measured at 200 trials it made CMA-ES 2–5x better on the
     /// unimodal reference problems and better on shifted Rastrigin.
     pub elitist: bool,
+    /// Once some trials were unsafe, resample a proposal (up to the bound-resampling
+    /// budget) while the trials nearest to it, in the search distribution's own metric,
+    /// put its chance of being safe below 0.8 (a kernel estimate of P(feasible) with the
+    /// bandwidth set by its 5th nearest neighbour); a proposal kept after resampling joins
+    /// the update as an injected point. Ours (Optuna has no constraint handling in CMA-ES);
+    /// default true. It trades best value for fewer falls: see README.
+    pub avoid_unsafe: bool,
 }
+
+/// Neighbours that set the bandwidth of [`CmaesOptions::avoid_unsafe`]'s estimate.
+const FEASIBILITY_NEIGHBOURS: usize = 5;
+
+/// [`CmaesOptions::avoid_unsafe`] keeps a proposal whose estimated P(feasible) reaches
+/// this. Measured on the simulated robot (100 trials, 10 seeds): 0.5 cut unsafe trials from
+/// 57.5 to 44.5 per study, 0.8 to 25.5.
+const FEASIBLE_ENOUGH: f64 = 0.8;
 
 impl Default for CmaesOptions {
     fn default() -> Self {
@@ -156,6 +171,7 @@ impl Default for CmaesOptions {
             warm_start: None,
             n_startup_trials: 0,
             elitist: true,
+            avoid_unsafe: true,
         }
     }
 }
@@ -574,19 +590,38 @@ impl CmaesSampler {
 
     /// The exact (unrounded) proposal for trial `number` from the current distribution.
     fn propose(&self, number: u64) -> Vec<f64> {
+        self.propose_avoiding(number, None)
+    }
+
+    /// [`Self::propose`], resampling also while `feasibility` (if given) puts the point's
+    /// P(feasible) below [`FEASIBLE_ENOUGH`]; if every draw in the budget falls short, the
+    /// in-bounds draw predicted safest.
+    fn propose_avoiding(&self, number: u64, feasibility: Option<&Feasibility>) -> Vec<f64> {
         let run = self.run.as_ref().expect("run initialised");
         let d = run.es.d;
         let mut rng = TrialRng::for_trial(self.seed, number, 0);
         let mut z = vec![0.0; d];
         let mut x = vec![0.0; d];
+        let mut safest: Option<(f64, Vec<f64>)> = None;
         for _ in 0..MAX_RESAMPLE {
             for v in &mut z {
                 *v = rng.normal();
             }
             run.es.sample_into(&z, &mut x);
-            if x.iter().all(|v| (0.0..=1.0).contains(v)) {
+            if !x.iter().all(|v| (0.0..=1.0).contains(v)) {
+                continue;
+            }
+            let Some(f) = feasibility else { return x };
+            let p = f.p_feasible(&run.es, &x);
+            if p >= FEASIBLE_ENOUGH {
                 return x;
             }
+            if safest.as_ref().map_or(true, |(best, _)| p > *best) {
+                safest = Some((p, x.clone()));
+            }
+        }
+        if let Some((_, x)) = safest {
+            return x;
         }
         for v in &mut x {
             *v = v.clamp(0.0, 1.0);
@@ -908,6 +943,60 @@ fn apply_margin(es: &mut Es, layout: &Layout, margin: f64) {
     }
 }
 
+/// The finished trials' outcomes (feasible or unsafe), whitened by the current search
+/// distribution, for [`CmaesOptions::avoid_unsafe`].
+struct Feasibility {
+    /// `(C^{-1/2} (u − m) / σ, feasible)` per finished trial with numeric parameters.
+    points: Vec<(Vec<f64>, bool)>,
+}
+
+impl Feasibility {
+    /// `None` unless some finished trial was unsafe and some was not.
+    fn of(history: &[FrozenTrial], layout: &Layout, es: &Es) -> Option<Feasibility> {
+        if !history.iter().any(is_unsafe) {
+            return None;
+        }
+        let points: Vec<(Vec<f64>, bool)> = history
+            .iter()
+            .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
+            .filter_map(|t| Some((es.whiten(&layout.encode(&t.params)?), !is_unsafe(t))))
+            .collect();
+        (points.iter().any(|p| p.1) && points.iter().any(|p| !p.1))
+            .then_some(Feasibility { points })
+    }
+
+    /// Kernel estimate of P(feasible) at unit-cube point `x`: Gaussian weights in the
+    /// whitened metric, bandwidth the distance to the [`FEASIBILITY_NEIGHBOURS`]-th nearest
+    /// trial.
+    fn p_feasible(&self, es: &Es, x: &[f64]) -> f64 {
+        let w = es.whiten(x);
+        let mut d2: Vec<f64> = self
+            .points
+            .iter()
+            .map(|(p, _)| p.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum())
+            .collect();
+        let k = FEASIBILITY_NEIGHBOURS.min(d2.len()) - 1;
+        let h2 = {
+            let mut sorted = d2.clone();
+            let (_, kth, _) = sorted.select_nth_unstable_by(k, f64::total_cmp);
+            kth.max(1e-12)
+        };
+        let (mut ok, mut all) = (0.0, 0.0);
+        for (dist2, (_, feasible)) in d2.iter_mut().zip(&self.points) {
+            let kernel = (-0.5 * *dist2 / h2).exp();
+            all += kernel;
+            if *feasible {
+                ok += kernel;
+            }
+        }
+        if all > 0.0 {
+            ok / all
+        } else {
+            0.5
+        }
+    }
+}
+
 impl Sampler for CmaesSampler {
     fn name(&self) -> &str {
         "cmaes"
@@ -927,7 +1016,13 @@ impl Sampler for CmaesSampler {
         } else {
             self.ensure_run();
             self.advance(request.history, request.direction);
-            let u = self.propose(request.trial_number);
+            let layout = self.layout.as_ref().expect("layout set");
+            let feasibility = if self.options.avoid_unsafe {
+                Feasibility::of(request.history, layout, &self.run.as_ref().expect("run").es)
+            } else {
+                None
+            };
+            let u = self.propose_avoiding(request.trial_number, feasibility.as_ref());
             self.layout.as_ref().expect("layout set").decode(&u)
         };
         self.sample_categoricals(request, &mut params);

@@ -673,3 +673,49 @@ fn print_efficiency() {
         }
     }
 }
+
+#[test]
+fn avoid_unsafe_cuts_unsafe_proposals_near_a_boundary_optimum() {
+    // Minimise a sphere centred at x0 = 0.8 of [0, 1]^4, but x0 > 0.7 is unsafe: the
+    // optimum sits on the boundary, where half of a search distribution falls over.
+    let space = float_space(4, 0.0, 1.0);
+    let run = |avoid: bool, seed: u64| {
+        let mut s = CmaesSampler::with_options(
+            seed,
+            CmaesOptions {
+                avoid_unsafe: avoid,
+                ..CmaesOptions::default()
+            },
+        )
+        .unwrap();
+        let mut h: Vec<FrozenTrial> = Vec::new();
+        let mut unsafe_n = 0;
+        for i in 0..150u64 {
+            let p = s.sample(&SampleRequest {
+                space: &space,
+                history: &h,
+                direction: Direction::Minimize,
+                trial_number: i,
+            });
+            let x = xs(&p);
+            let t = if x[0] > 0.7 {
+                unsafe_n += 1;
+                let mut t = trial(i, p, TrialState::Pruned, None);
+                t.prune_reason = Some("unsafe".into());
+                t.attrs
+                    .insert("unsafe".into(), serde_json::json!({ "excess": x[0] - 0.7 }));
+                t
+            } else {
+                let v =
+                    (x[0] - 0.8).powi(2) + x[1..].iter().map(|v| (v - 0.5).powi(2)).sum::<f64>();
+                trial(i, p, TrialState::Complete, Some(v))
+            };
+            s.tell(&t);
+            h.push(t);
+        }
+        unsafe_n
+    };
+    let with: usize = (0..5).map(|seed| run(true, seed)).sum();
+    let without: usize = (0..5).map(|seed| run(false, seed)).sum();
+    assert!(with * 3 < without * 2, "avoiding {with} vs not {without}");
+}

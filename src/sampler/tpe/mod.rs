@@ -103,8 +103,11 @@ pub struct TpeOptions {
     /// Once some trials were unsafe, also fit a feasibility model — Parzen estimators of
     /// the feasible and the unsafe trials, `f` and `u` — and add `log P(feasible | x)`,
     /// `P = γ f / (γ f + (1 − γ) u)` with `γ` the feasible fraction, to each candidate's
-    /// score (as c-TPE, Watanabe & Hutter 2023, does per constraint). Ours; Optuna only
-    /// ranks infeasible trials last. `false`: Optuna's handling alone.
+    /// score (as c-TPE, Watanabe & Hutter 2023, does per constraint). Ours, off by default:
+    /// on a constrained sphere it cut unsafe proposals by about a fifth at an equal best
+    /// value, but on the simulated robot (100 trials, 10 seeds) it gave more unsafe trials
+    /// (27 vs 21 per study) and a lower best value than Optuna's handling alone (infeasible
+    /// trials always in the "above" group), which stays the default.
     pub feasibility_model: bool,
 }
 
@@ -131,7 +134,7 @@ impl Default for TpeOptions {
             gamma_cap: 25,
             startup: Startup::Random,
             bandwidth_floor: BandwidthFloor::Trials,
-            feasibility_model: true,
+            feasibility_model: false,
         }
     }
 }
