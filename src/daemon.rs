@@ -757,10 +757,11 @@ impl TrialRunner<'_> {
             let event = or_interrupt!(self, self.link.next_event())?;
             match event {
                 RobotEvent::Step(step) => {
+                    // Steps that arrive after our Abort are still guarded: the robot moves
+                    // until the Abort lands, and the link's guard may already have stopped it.
                     if step.trial != number as u32
                         || step.episode != episode as u16
                         || violation.is_some()
-                        || aborted
                     {
                         continue;
                     }
@@ -777,6 +778,9 @@ impl TrialRunner<'_> {
                         // drain the stopped episode's end so it cannot leak into the next.
                         or_interrupt!(self, self.link.estop())?;
                         violation = Some(v);
+                        continue;
+                    }
+                    if aborted {
                         continue;
                     }
                     match on_step(&step)? {
@@ -814,9 +818,6 @@ impl TrialRunner<'_> {
                         steps,
                         status: format!("{status:?}"),
                     };
-                    if aborted && violation.is_none() {
-                        return Ok((EpisodeOutcome::Pruned, Some(record)));
-                    }
                     if let Some(v) = violation {
                         let summary = v.to_string();
                         let detail = serde_json::json!({
@@ -827,6 +828,11 @@ impl TrialRunner<'_> {
                         return Ok((EpisodeOutcome::Unsafe { detail, summary }, Some(record)));
                     }
                     return match status {
+                        // Our Abort, or one that raced the episode's last step: the pruner's
+                        // verdict stands.
+                        EpisodeStatus::Aborted | EpisodeStatus::Completed if aborted => {
+                            Ok((EpisodeOutcome::Pruned, Some(record)))
+                        }
                         EpisodeStatus::Completed => Ok((
                             EpisodeOutcome::Completed { episode_return: episode_return as f64 },
                             Some(record),

@@ -63,3 +63,48 @@ fn an_unknown_pruner_option_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_robot_that_lurches_while_aborting_is_stopped_recorded_unsafe_and_released() {
+    // Every trial is pruned at step 10 (threshold pruner), and the robot reports one more
+    // step with a 0.7 rad roll while it stops. That step must still be guarded: EStop,
+    // the trial recorded as unsafe (not poor), the latch cleared, the study goes on.
+    let w = Workdir::new();
+    let text = sim_config(&w.storage_url(), &w.event_log(), 4, 100, 1.0)
+        .replace(
+            "[robot]",
+            "[pruner]\nkind = \"threshold\"\n[pruner.threshold]\nlower = 1e9\nn_warmup_steps = 10\n\n[robot]",
+        )
+        .replace("[sim]\n", "[sim]\nextra_args = [\"--stumble-on-abort\"]\n")
+        .replace("seed = 3\n", "seed = 3\nbaseline = false\n");
+    let config = w.write_config(&text);
+    let out = w.run(&config, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trials = w.export("it");
+    assert_eq!(trials.len(), 4);
+    let events = w.events();
+    let aborts = named(&events, "abort");
+    assert!(!aborts.is_empty(), "the pruner aborted no trial: {stdout}");
+    for t in &trials {
+        assert_eq!(t["state"], "PRUNED", "{t}");
+        assert_eq!(t["prune_reason"], "unsafe", "{t}");
+        assert!(t["attrs"]["unsafe"]["limit"].is_string(), "{t}");
+    }
+    // Every stop was released before the next trial: as many ClearEStops as EStopped
+    // trials, and the run ended without a latched robot.
+    let estopped = trials
+        .iter()
+        .filter(|t| t["attrs"]["unsafe"]["source"] == "envelope")
+        .count();
+    assert!(estopped >= aborts.len(), "{stdout}");
+    assert!(named(&events, "estop").len() >= estopped);
+    assert!(
+        named(&events, "clear_estop").len() >= estopped,
+        "{events:?}"
+    );
+}

@@ -140,7 +140,14 @@ pub struct FirmwareOptions {
     pub step_delay: Duration,
     /// Wall time the reset routine takes (Resetting → Ready).
     pub reset_delay: Duration,
+    /// Test fault: on Abort, run one more control step whose roll reads
+    /// [`STUMBLE_ROLL_RAD`] (past any sensible host envelope, inside the firmware's own
+    /// limit) before stopping: the robot that lurches while it stops.
+    pub stumble_on_abort: bool,
 }
+
+/// The roll a stumbling robot reports ([`FirmwareOptions::stumble_on_abort`]), rad.
+pub const STUMBLE_ROLL_RAD: f32 = 0.7;
 
 impl Default for FirmwareOptions {
     fn default() -> Self {
@@ -151,6 +158,7 @@ impl Default for FirmwareOptions {
             step_period_us: 20_000,
             step_delay: Duration::ZERO,
             reset_delay: Duration::from_millis(5),
+            stumble_on_abort: false,
         }
     }
 }
@@ -709,8 +717,11 @@ impl<M: RobotModel> Firmware<M> {
                 "status": "ok",
             }),
         );
+        if running.is_some() && self.opts.stumble_on_abort {
+            self.step_with(now, out, Some(STUMBLE_ROLL_RAD));
+        }
         let response = self.respond(RobotMsg::Ack { ack_seq: seq }, out);
-        if running.is_some() {
+        if self.episode.is_some() {
             self.end_episode(EpisodeStatus::Aborted, now, out);
         }
         response
@@ -766,13 +777,21 @@ impl<M: RobotModel> Firmware<M> {
 
     /// Runs one control step of the running episode.
     fn control_step(&mut self, now: Duration, out: &mut impl FnMut(&[u8])) {
+        self.step_with(now, out, None)
+    }
+
+    /// One control step; `roll` replaces the model's roll reading (a fault for tests).
+    fn step_with(&mut self, now: Duration, out: &mut impl FnMut(&[u8]), roll: Option<f32>) {
         let timestamp_us = self.clock_us as u32;
         self.clock_us += self.opts.step_period_us as u64;
         let Some(ep) = self.episode.as_mut() else {
             return;
         };
         let index = ep.steps_sent;
-        let t = self.model.step(&mut ep.model, index);
+        let mut t = self.model.step(&mut ep.model, index);
+        if let Some(r) = roll {
+            t.roll = r;
+        }
         ep.steps_sent += 1;
         ep.episode_return += t.reward;
         let step = Step {

@@ -123,6 +123,9 @@ pub struct SimOptions {
     /// Exit when the parent process goes away (set by the daemon when it spawns the sim).
     #[arg(long)]
     pub exit_with_parent: bool,
+    /// Test fault: on Abort, send one more step with a 0.7 rad roll before stopping.
+    #[arg(long, hide = true)]
+    pub stumble_on_abort: bool,
 }
 
 impl Default for SimOptions {
@@ -144,6 +147,7 @@ impl Default for SimOptions {
             watchdog_ms: 1000,
             event_log: None,
             exit_with_parent: false,
+            stumble_on_abort: false,
         }
     }
 }
@@ -195,6 +199,7 @@ impl SimOptions {
                 Duration::from_secs_f64(self.step_delay_ms.max(0.0) / 1e3)
             },
             reset_delay: Duration::from_secs_f64(self.reset_delay_ms.max(0.0) / 1e3),
+            stumble_on_abort: self.stumble_on_abort,
         }
     }
 }
