@@ -420,14 +420,24 @@ impl Partition {
                 x.clear();
             }
         }
+        let sizes = [self.slots[0].len(), self.slots[1].len()];
         for (jj, &j) in dim_index.iter().enumerate() {
             if matches!(dims[jj].kind, Kind::Cat { .. }) {
                 continue;
             }
+            let [a, b] = &mut self.sorted;
+            let (a, b) = (&mut a[jj], &mut b[jj]);
+            a.reserve(sizes[0]);
+            b.reserve(sizes[1]);
             for &(v, s) in &cache.order[j] {
                 let k = self.kernel[s as usize];
-                if k != u32::MAX {
-                    self.sorted[self.group[s as usize] as usize][jj].push((v, k));
+                if k == u32::MAX {
+                    continue;
+                }
+                if self.group[s as usize] == 0 {
+                    a.push((v, k));
+                } else {
+                    b.push((v, k));
                 }
             }
         }

@@ -299,13 +299,13 @@ impl Parzen {
         for w in &mut self.weights {
             *w /= total;
         }
+        // Every entry is written below (categorical rows: zeroed), so no clearing pass.
         for v in [
             &mut self.mu,
             &mut self.sigma,
             &mut self.norm,
             &mut self.isig,
         ] {
-            v.clear();
             v.resize(d * nk, 0.0);
         }
         self.cat_logp.clear();
@@ -331,6 +331,9 @@ impl Parzen {
                     [((1.0 + eps) / row_sum).ln(), (eps / row_sum).ln(), prior]
                 };
                 self.cat_logp[j] = logp;
+                for v in [&mut self.sigma, &mut self.norm, &mut self.isig] {
+                    v[row..row + nk].fill(0.0);
+                }
                 continue;
             }
             // Numeric: bandwidths from neighbour gaps in sorted order.
@@ -369,25 +372,34 @@ impl Parzen {
                     lm
                 }
             };
-            for k in 0..nk {
-                let (mu, sig) = (self.mu[row + k], self.sigma[row + k]);
-                let (norm, isig) = match (&mut cache, k < n) {
-                    (Some(c), true) => {
-                        let e = &mut c.entries[c.dim_index[j]][c.slot_of[k] as usize];
-                        if e.0 != sig.to_bits() {
+            let (mu, sigma) = (&self.mu[row..row + nk], &self.sigma[row..row + nk]);
+            let (norm, isig) = (&mut self.norm[row..row + nk], &mut self.isig[row..row + nk]);
+            match &mut cache {
+                Some(c) => {
+                    let entries = &mut c.entries[c.dim_index[j]];
+                    for k in 0..n {
+                        let e = &mut entries[c.slot_of[k] as usize];
+                        if e.0 != sigma[k].to_bits() {
                             *e = (
-                                sig.to_bits(),
-                                norm_of(mu, sig),
-                                std::f64::consts::FRAC_1_SQRT_2 / sig,
+                                sigma[k].to_bits(),
+                                norm_of(mu[k], sigma[k]),
+                                std::f64::consts::FRAC_1_SQRT_2 / sigma[k],
                             );
                         }
-                        (e.1, e.2)
+                        norm[k] = e.1;
+                        isig[k] = e.2;
                     }
-                    _ => (norm_of(mu, sig), std::f64::consts::FRAC_1_SQRT_2 / sig),
-                };
-                self.norm[row + k] = norm;
-                self.isig[row + k] = isig;
+                }
+                None => {
+                    for k in 0..n {
+                        norm[k] = norm_of(mu[k], sigma[k]);
+                        isig[k] = std::f64::consts::FRAC_1_SQRT_2 / sigma[k];
+                    }
+                }
             }
+            // The prior kernel.
+            norm[n] = norm_of(mu[n], sigma[n]);
+            isig[n] = std::f64::consts::FRAC_1_SQRT_2 / sigma[n];
         }
         self.build_eval();
     }
@@ -676,31 +688,40 @@ impl Parzen {
         let nk = self.nk;
         let d = self.dims.len();
         let blocks = nc.div_ceil(LANES);
-        // Points padded to whole blocks (copies of the last point; their results are unused).
+        // Points padded to whole blocks (copies of the last point; their results are unused),
+        // block-major: `x[blk * d + j]` holds parameter j of the block's points.
         let mut x = vec![[0.0f64; LANES]; d * blocks];
         for j in 0..d {
             for c in 0..blocks * LANES {
-                x[j * blocks + c / LANES][c % LANES] = xs[j * nc + c.min(nc - 1)];
+                x[(c / LANES) * d + j][c % LANES] = xs[j * nc + c.min(nc - 1)];
             }
         }
-        // Pass 1: every kernel's log-term at every point, and the largest per point.
-        terms.clear();
-        terms.resize(nk * blocks * LANES, 0.0);
-        let mut best = vec![[f64::NEG_INFINITY; LANES]; blocks];
+        // Kernel-major (centre, 1/(σ√2)) pairs, so the hot loop walks memory in order.
+        let mut kernels = Vec::with_capacity(nk * d);
         for k in 0..nk {
-            let b = self.base[k];
-            for (blk, top) in best.iter_mut().enumerate() {
+            kernels.extend((0..d).map(|j| (self.mu[j * nk + k], self.isig[j * nk + k])));
+        }
+        // Pass 1: every kernel's log-term at every point, and the largest per point.
+        // Fully written here: grown, never cleared.
+        if terms.len() < nk * blocks * LANES {
+            terms.resize(nk * blocks * LANES, 0.0);
+        }
+        let mut best = vec![[f64::NEG_INFINITY; LANES]; blocks];
+        let rows = terms[..nk * blocks * LANES].chunks_exact_mut(blocks * LANES);
+        for ((kernel, &b), row) in kernels.chunks_exact(d).zip(&self.base).zip(rows) {
+            for ((top, xb), out) in best
+                .iter_mut()
+                .zip(x.chunks_exact(d))
+                .zip(row.chunks_exact_mut(LANES))
+            {
                 let mut acc = [b; LANES];
-                for j in 0..d {
-                    let (m, s) = (self.mu[j * nk + k], self.isig[j * nk + k]);
-                    let xj = &x[j * blocks + blk];
+                for (&(m, s), xj) in kernel.iter().zip(xb) {
                     for l in 0..LANES {
                         let t = (xj[l] - m) * s;
                         acc[l] -= t * t;
                     }
                 }
-                let at = (k * blocks + blk) * LANES;
-                terms[at..at + LANES].copy_from_slice(&acc);
+                out.copy_from_slice(&acc);
                 for l in 0..LANES {
                     top[l] = top[l].max(acc[l]);
                 }
@@ -709,7 +730,7 @@ impl Parzen {
         // Pass 2: log Σ_k exp(term − best) + best, per point. A block of kernel terms all
         // more than CUT_NATS below their points' best adds < LANES·e^-40 relative: skipped.
         let mut sum = vec![[0.0f64; LANES]; blocks];
-        for (k_terms, _) in terms.chunks_exact(blocks * LANES).zip(0..nk) {
+        for k_terms in terms[..nk * blocks * LANES].chunks_exact(blocks * LANES) {
             for ((acc, top), t) in sum.iter_mut().zip(&best).zip(k_terms.chunks_exact(LANES)) {
                 let mut y = [0.0f64; LANES];
                 let mut near = false;
