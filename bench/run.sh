@@ -47,7 +47,10 @@ OUT=bench/out
 VENV=bench/.venv
 PY="$VENV/bin/python"
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/problems_check.txt
+# Only the parts being run are replaced; the report reads what the others left.
+want samplers && rm -f "$OUT"/problems.json "$OUT"/problems_check.txt "$OUT"/overhead_*.json "$OUT"/efficiency_*.json
+want pruners && rm -f "$OUT"/pruners_*.json
+want robot && rm -f "$OUT"/robot.json
 
 stamp() { date +%s; }
 T_START=$(stamp)

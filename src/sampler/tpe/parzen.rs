@@ -258,6 +258,9 @@ pub(crate) struct Parzen {
     cat_logp: Vec<[f64; 3]>,
     /// `isig[j * nk + k]`: `1 / (σ √2)` for floats.
     isig: Vec<f64>,
+    /// `kernel_major[k * d + j]`: `(mu, isig)` of numeric parameters, kernel by kernel (the
+    /// layout [`Parzen::log_pdf_batch`] walks).
+    kernel_major: Vec<(f64, f64)>,
     /// Per kernel: ln weight plus the floats' normalising constants (and the prior's
     /// constant categorical terms).
     base: Vec<f64>,
@@ -299,6 +302,7 @@ impl Parzen {
         for w in &mut self.weights {
             *w /= total;
         }
+        self.kernel_major.resize(d * nk, (0.0, 0.0));
         // Every entry is written below (categorical rows: zeroed), so no clearing pass.
         for v in [
             &mut self.mu,
@@ -400,6 +404,9 @@ impl Parzen {
             // The prior kernel.
             norm[n] = norm_of(mu[n], sigma[n]);
             isig[n] = std::f64::consts::FRAC_1_SQRT_2 / sigma[n];
+            for (k, (&m, &s)) in mu.iter().zip(isig.iter()).enumerate() {
+                self.kernel_major[k * d + j] = (m, s);
+            }
         }
         self.build_eval();
     }
@@ -697,10 +704,7 @@ impl Parzen {
             }
         }
         // Kernel-major (centre, 1/(σ√2)) pairs, so the hot loop walks memory in order.
-        let mut kernels = Vec::with_capacity(nk * d);
-        for k in 0..nk {
-            kernels.extend((0..d).map(|j| (self.mu[j * nk + k], self.isig[j * nk + k])));
-        }
+        let kernels = &self.kernel_major[..nk * d];
         // Pass 1: every kernel's log-term at every point, and the largest per point.
         // Fully written here: grown, never cleared.
         if terms.len() < nk * blocks * LANES {
