@@ -15,7 +15,6 @@
 //!     cargo bench --bench pruners -- [--out bench/out/pruners_gaittune.json] [--seeds 10] \
 //!         [--samplers random,tpe]
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
@@ -84,18 +83,7 @@ fn study(
         let x = [params["x0"], params["x1"], params["x2"], params["x3"]];
         let (floor, rate) = lc::lc_floor_rate(&x, params["lr"]);
         true_final.push(lc::lc_value(floor, rate, lc::STEPS));
-        history.push(FrozenTrial {
-            number,
-            state: TrialState::Running,
-            params,
-            value: None,
-            intermediate: BTreeMap::new(),
-            prune_reason: None,
-            episodes: vec![],
-            started_at: None,
-            finished_at: None,
-            attrs: Default::default(),
-        });
+        history.push(FrozenTrial::new(number, TrialState::Running, params, None));
         let n = number as usize;
         let mut pruned = false;
         for step in 1..=lc::STEPS {

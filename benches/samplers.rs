@@ -20,7 +20,6 @@
 //! The harness uses only `gaittune::sampler::{build, KINDS, Sampler}`: every kind that is
 //! registered when it runs is benchmarked.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -277,16 +276,8 @@ fn frozen(
     prune_reason: Option<&str>,
 ) -> FrozenTrial {
     FrozenTrial {
-        number,
-        state,
-        params,
-        value,
-        intermediate: BTreeMap::new(),
         prune_reason: prune_reason.map(str::to_string),
-        episodes: Vec::new(),
-        started_at: None,
-        finished_at: None,
-        attrs: serde_json::Map::new(),
+        ..FrozenTrial::new(number, state, params, value)
     }
 }
 

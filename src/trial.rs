@@ -173,6 +173,23 @@ pub struct FrozenTrial {
 }
 
 impl FrozenTrial {
+    /// A trial with only a number, a state, parameters and a value: no intermediate
+    /// values, episodes, times or attributes (for driving samplers and pruners in memory).
+    pub fn new(number: u64, state: TrialState, params: Params, value: Option<f64>) -> Self {
+        FrozenTrial {
+            number,
+            state,
+            params,
+            value,
+            intermediate: BTreeMap::new(),
+            prune_reason: None,
+            episodes: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            attrs: serde_json::Map::new(),
+        }
+    }
+
     /// The intermediate value at the highest step, if any.
     pub fn last_intermediate(&self) -> Option<(u64, f64)> {
         self.intermediate.iter().next_back().map(|(&s, &v)| (s, v))

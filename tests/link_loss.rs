@@ -126,13 +126,7 @@ fn a_daemon_killed_mid_episode_loses_only_that_episode() {
     );
     let number = running[0]["number"].as_u64().unwrap() as usize;
 
-    let out = w.run(&config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = w.run_ok(&config);
     assert!(
         stdout.contains(&format!("trial {number} was left RUNNING")),
         "{stdout}"

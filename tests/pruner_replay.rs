@@ -77,18 +77,12 @@ fn replay(
             "seed {seed} trial {number}: the curve port differs from problems.py"
         );
         // The current trial is in the history, RUNNING, as the daemon's study view has it.
-        history.push(FrozenTrial {
-            number: number as u64,
-            state: TrialState::Running,
-            params: Default::default(),
-            value: None,
-            intermediate: BTreeMap::new(),
-            prune_reason: None,
-            episodes: vec![],
-            started_at: None,
-            finished_at: None,
-            attrs: Default::default(),
-        });
+        history.push(FrozenTrial::new(
+            number as u64,
+            TrialState::Running,
+            Default::default(),
+            None,
+        ));
         let mut ours = (false, STEPS);
         for step in 1..=STEPS {
             let y = lc_value(floor, rate, step) + noise[number][step as usize - 1];

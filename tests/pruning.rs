@@ -12,13 +12,7 @@ fn the_median_pruner_aborts_poor_trials_after_the_warmup() {
         "[pruner]\nkind = \"median\"\n[pruner.median]\nn_startup_trials = 3\nn_warmup_steps = 30\n\n[robot]",
     );
     let config = w.write_config(&text);
-    let out = w.run(&config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = w.run_ok(&config);
     let trials = w.export("it");
     assert_eq!(trials.len(), 16);
     let poor: Vec<_> = trials
@@ -78,13 +72,7 @@ fn a_robot_that_lurches_while_aborting_is_stopped_recorded_unsafe_and_released()
         .replace("[sim]\n", "[sim]\nextra_args = [\"--stumble-on-abort\"]\n")
         .replace("seed = 3\n", "seed = 3\nbaseline = false\n");
     let config = w.write_config(&text);
-    let out = w.run(&config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = w.run_ok(&config);
     let trials = w.export("it");
     assert_eq!(trials.len(), 4);
     let events = w.events();

@@ -14,13 +14,7 @@ fn unsafe_gaits_are_estopped_within_a_step_and_pruned() {
         .replace("low = 0.5\nhigh = 3.0", "low = 3.5\nhigh = 4.0")
         .replace("low = 0.05\nhigh = 0.5", "low = 0.7\nhigh = 0.8");
     let config = w.write_config(&text);
-    let out = w.run(&config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = w.run_ok(&config);
     assert!(
         stdout.contains("PRUNED(unsafe)"),
         "progress shows the unsafe prune:\n{stdout}"

@@ -102,13 +102,7 @@ fn top_trials_are_reevaluated_and_the_likely_best_is_reported() {
         "seed = 3\nreevaluate_top = 2\nreevaluate_episodes = 2\n",
     );
     let config = w.write_config(&text);
-    let out = w.run(&config, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = w.run_ok(&config);
     assert!(
         stdout.contains("likely best (mean over 3 episodes)"),
         "{stdout}"

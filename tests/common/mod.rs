@@ -57,6 +57,20 @@ impl Workdir {
             .expect("run gaittune")
     }
 
+    /// `gaittune run CONFIG`, which must succeed; returns its standard output (the panic
+    /// message shows both streams).
+    pub fn run_ok(&self, config: &Path) -> String {
+        let out = self.run(config, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "gaittune run failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// `gaittune run CONFIG [args]` with extra environment variables, waited for.
     pub fn run_env(&self, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(bin())

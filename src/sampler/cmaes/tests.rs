@@ -1,7 +1,6 @@
 use super::*;
 use crate::sampler::RandomSampler;
 use crate::space::Choice;
-use std::collections::BTreeMap;
 
 fn float_space(d: usize, low: f64, high: f64) -> SearchSpace {
     SearchSpace::new((0..d).map(|i| {
@@ -19,18 +18,7 @@ fn float_space(d: usize, low: f64, high: f64) -> SearchSpace {
 }
 
 fn trial(number: u64, params: Params, state: TrialState, value: Option<f64>) -> FrozenTrial {
-    FrozenTrial {
-        number,
-        state,
-        params,
-        value,
-        intermediate: BTreeMap::new(),
-        prune_reason: None,
-        episodes: vec![],
-        started_at: None,
-        finished_at: None,
-        attrs: Default::default(),
-    }
+    FrozenTrial::new(number, state, params, value)
 }
 
 fn xs(p: &Params) -> Vec<f64> {

@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use super::parzen::{Dim, Parzen, ParzenParams};
 use super::*;
 use crate::sampler::RandomSampler;
@@ -388,18 +386,7 @@ fn box_space(d: usize) -> SearchSpace {
 }
 
 fn trial(number: u64, state: TrialState, params: Params, value: Option<f64>) -> FrozenTrial {
-    FrozenTrial {
-        number,
-        state,
-        params,
-        value,
-        intermediate: BTreeMap::new(),
-        prune_reason: None,
-        episodes: Vec::new(),
-        started_at: None,
-        finished_at: None,
-        attrs: serde_json::Map::new(),
-    }
+    FrozenTrial::new(number, state, params, value)
 }
 
 fn ask(
