@@ -1070,7 +1070,7 @@ mod tests {
     }
 
     #[test]
-    fn constraints_off_wraps_the_sampler() {
+    fn the_constraints_key_parses_defaults_on_and_keeps_the_sampler_kind() {
         let text = "[study]\nname = \"t\"\n[robot]\ndevice = \"sim\"\n[sampler]\nkind = \"tpe\"\nconstraints = false\n[space.x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n";
         let cfg = config(text);
         assert!(!cfg.sampler.constraints);

@@ -970,7 +970,7 @@ impl Feasibility {
     /// trial.
     fn p_feasible(&self, es: &Es, x: &[f64]) -> f64 {
         let w = es.whiten(x);
-        let mut d2: Vec<f64> = self
+        let d2: Vec<f64> = self
             .points
             .iter()
             .map(|(p, _)| p.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum())
@@ -982,8 +982,8 @@ impl Feasibility {
             kth.max(1e-12)
         };
         let (mut ok, mut all) = (0.0, 0.0);
-        for (dist2, (_, feasible)) in d2.iter_mut().zip(&self.points) {
-            let kernel = (-0.5 * *dist2 / h2).exp();
+        for (dist2, (_, feasible)) in d2.iter().zip(&self.points) {
+            let kernel = (-0.5 * dist2 / h2).exp();
             all += kernel;
             if *feasible {
                 ok += kernel;
@@ -1023,7 +1023,7 @@ impl Sampler for CmaesSampler {
                 None
             };
             let u = self.propose_avoiding(request.trial_number, feasibility.as_ref());
-            self.layout.as_ref().expect("layout set").decode(&u)
+            layout.decode(&u)
         };
         self.sample_categoricals(request, &mut params);
         params
