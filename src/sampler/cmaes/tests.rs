@@ -532,42 +532,6 @@ fn categorical_only_and_startup_trials() {
     );
 }
 
-/// Prints the sampler's cost per ask (not a timed assertion): `cargo test --release --lib
-/// cmaes::tests::print_ask_cost -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn print_ask_cost() {
-    for d in [8usize, 20] {
-        let space = float_space(d, -5.0, 5.0);
-        let mut s = CmaesSampler::new(0);
-        let mut history = Vec::new();
-        let t0 = std::time::Instant::now();
-        let mut last100 = std::time::Duration::ZERO;
-        for number in 0..1000u64 {
-            let t = std::time::Instant::now();
-            let p = s.sample(&SampleRequest {
-                space: &space,
-                history: &history,
-                direction: Direction::Minimize,
-                trial_number: number,
-            });
-            s.tell(&trial(number, p.clone(), TrialState::Complete, None));
-            if number >= 900 {
-                last100 += t.elapsed();
-            }
-            let v = sphere_shift(&p);
-            history.push(trial(number, p, TrialState::Complete, Some(v)));
-        }
-        println!(
-            "d={d}: n=1000 total {:.3} ms, mean {:.4} ms/ask, last 100: {:.4} ms/ask, state {} bytes",
-            t0.elapsed().as_secs_f64() * 1e3,
-            t0.elapsed().as_secs_f64() * 1e3 / 1000.0,
-            last100.as_secs_f64() * 1e3 / 100.0,
-            serde_json::to_string(&s.save_state().unwrap()).unwrap().len()
-        );
-    }
-}
-
 /// Prints median best values at 50/100/200 evaluations over 10 seeds for the reference
 /// problems (d = 8): `cargo test --release --lib cmaes::tests::print_efficiency --
 /// --ignored --nocapture`.
@@ -706,4 +670,53 @@ fn avoid_unsafe_cuts_unsafe_proposals_near_a_boundary_optimum() {
     let with: usize = (0..5).map(|seed| run(true, seed)).sum();
     let without: usize = (0..5).map(|seed| run(false, seed)).sum();
     assert!(with * 3 < without * 2, "avoiding {with} vs not {without}");
+}
+
+#[test]
+fn unsafe_trials_get_no_positive_weight_while_some_trial_was_safe() {
+    // One generation: the proposal with the smallest x0 is safe, every other one fell.
+    // With positive weights for feasible trials only, the new mean is that safe point
+    // (μ = 1, c_m = 1); were the least-violating falls recombined too, it would not be.
+    let space = float_space(3, 0.0, 1.0);
+    let mut s = CmaesSampler::new(4);
+    let ask = |s: &mut CmaesSampler, h: &[FrozenTrial], number: u64| {
+        s.sample(&SampleRequest {
+            space: &space,
+            history: h,
+            direction: Direction::Minimize,
+            trial_number: number,
+        })
+    };
+    let lambda = default_popsize(3) as u64;
+    let gen: Vec<Params> = (0..lambda).map(|i| ask(&mut s, &[], i)).collect();
+    let safest = (0..gen.len())
+        .min_by(|&a, &b| xs(&gen[a])[0].total_cmp(&xs(&gen[b])[0]))
+        .unwrap();
+    let history: Vec<FrozenTrial> = gen
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == safest {
+                trial(i as u64, p.clone(), TrialState::Complete, Some(1.0))
+            } else {
+                let mut t = trial(i as u64, p.clone(), TrialState::Pruned, None);
+                t.prune_reason = Some("unsafe".into());
+                t.attrs.insert(
+                    "unsafe".into(),
+                    serde_json::json!({ "excess": 0.01 * i as f64 }),
+                );
+                t
+            }
+        })
+        .collect();
+    ask(&mut s, &history, lambda);
+    let layout = s.layout.as_ref().unwrap();
+    let safe = layout.encode(&gen[safest]).unwrap();
+    let mean = &s.run.as_ref().unwrap().es.mean;
+    for (m, x) in mean.iter().zip(&safe) {
+        assert!(
+            (m - x).abs() < 1e-12,
+            "mean {mean:?} vs the safe trial {safe:?}"
+        );
+    }
 }
