@@ -3,7 +3,7 @@
 # in one run, printed side by side, then tuning studies on the simulated robot through the
 # real daemon; every figure goes to bench/results.json. See bench/README.md.
 #
-#   bench/run.sh            full run   (~30 min on 2 cores)
+#   bench/run.sh            full run   (~20 min on 2 cores)
 #   bench/run.sh --quick    smoke test (~6 min on 2 cores, plus the venv's first install)
 #
 # Options: --quick, --jobs N (parallel workers; default 2),
