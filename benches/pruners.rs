@@ -143,6 +143,13 @@ fn main() -> Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--bench" => {}
+            "-h" | "--help" => {
+                println!(
+                    "pruners [--out FILE] [--seeds N (at most 10: the recorded noise)] [--samplers SPEC,...]\n\
+                     gaittune's pruners on the reference learning-curve problem (see the file's docs)."
+                );
+                return Ok(());
+            }
             "--out" => {
                 out = args
                     .next()

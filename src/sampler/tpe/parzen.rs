@@ -280,7 +280,7 @@ pub(crate) struct ParzenParams {
     /// Floor the bandwidths at `(high − low) / min(100, m + 1)`.
     pub magic_clip: bool,
     /// `m` of the floor: `None` = this estimator's kernel count, prior included (Optuna's
-    /// `n + 1`); `Some(m)` = a count given by the caller.
+    /// `n + 1`); `Some(m)` = a count given by the caller, never below the kernel count.
     pub floor_count: Option<usize>,
 }
 
@@ -289,7 +289,8 @@ impl ParzenParams {
     /// estimator of `kernels` kernels (prior included).
     pub fn min_sigma(&self, width: f64, kernels: usize) -> f64 {
         if self.magic_clip {
-            width / (100.0f64).min(1.0 + self.floor_count.unwrap_or(kernels) as f64)
+            let m = self.floor_count.map_or(kernels, |m| m.max(kernels));
+            width / (100.0f64).min(1.0 + m as f64)
         } else {
             1e-12
         }

@@ -133,6 +133,12 @@ fn magic_clip_and_ramp_weights_follow_optuna() {
     for k in 0..5 {
         assert!((p.sigma(0, k) - 1.0 / 61.0).abs() < 1e-15);
     }
+    // A count below the estimator's own kernel count never loosens Optuna's floor.
+    let few = ParzenParams {
+        floor_count: Some(2),
+        ..PARAMS
+    };
+    assert_eq!(few.min_sigma(1.0, 6), PARAMS.min_sigma(1.0, 6));
     // np.linspace(1/30, 1, 5) for the oldest 5 of 30, then 25 ones.
     let w: Vec<f64> = (0..30).map(|i| default_weight(30, i)).collect();
     let want = [
@@ -685,6 +691,10 @@ fn split_follows_optuna_for_pruned_infeasible_and_running_trials() {
     assert_eq!(s.work.side[5], Side::Above);
     assert_eq!(s.work.side[7], Side::Above);
     assert!([8, 9, 10].iter().all(|&i| s.work.side[i] == Side::Out));
+    // The "trials" bandwidth floor counts settled outcomes only: not the trials pruned as
+    // poor (1-3) nor the RUNNING one (7).
+    let unsettled: Vec<usize> = (0..h.len()).filter(|&i| s.work.unsettled[i]).collect();
+    assert_eq!(unsettled, [1, 2, 3, 7]);
     // Without the constant liar, RUNNING trials are left out.
     let no_liar = TpeOptions {
         constant_liar: false,
