@@ -493,6 +493,16 @@ fn options_parse_validate_and_build() {
     assert!(e.contains("sigma0") && e.contains("(0, 1]"), "{e}");
     let bad: toml::Table = toml::from_str("restart = \"sometimes\"").unwrap();
     assert!(crate::sampler::build("cmaes", 1, Some(&bad)).is_err());
+    let t: toml::Table = toml::from_str("safe_probability = 0.75").unwrap();
+    let o: CmaesOptions = crate::sampler::parse_options("cmaes", Some(&t)).unwrap();
+    assert_eq!(o.safe_probability, 0.75);
+    assert_eq!(CmaesOptions::default().safe_probability, 0.9);
+    let bad: toml::Table = toml::from_str("safe_probability = 1.0").unwrap();
+    let e = crate::sampler::build("cmaes", 1, Some(&bad)).err().unwrap();
+    assert!(
+        e.contains("safe_probability") && e.contains("(0, 1)"),
+        "{e}"
+    );
 }
 
 #[test]
