@@ -59,6 +59,7 @@ pub(crate) struct Slots<'a> {
     pub generation: u64,
     /// Model-space values, `coords[slot * stride + space index]`.
     pub coords: &'a [f64],
+    /// Values per slot in `coords` (the space's parameter count).
     pub stride: usize,
     /// Per space parameter: every valid `(value, slot)`, ascending, ties by slot.
     pub order: &'a [Vec<(f64, u32)>],
