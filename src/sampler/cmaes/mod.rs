@@ -36,8 +36,8 @@
 //! if fewer than `λ/2` trials of a generation are feasible, only those get positive
 //! weights, the rest only the negative (active) ones; a generation with no feasible trial
 //! recombines its least-violating unsafe one, and one that failed entirely leaves the
-//! distribution unchanged. While a generation is open (a
-//! trial still RUNNING), further asks keep proposing from the same distribution.
+//! distribution unchanged. While a generation is open (a trial still RUNNING), further asks
+//! keep proposing from the same distribution.
 //!
 //! **State.** Trial `n`'s proposal is a pure function of (seed, distribution, `n`), so at
 //! an update the sampler recomputes each member's exact (unrounded) proposal and checks it
@@ -608,8 +608,7 @@ impl CmaesSampler {
 
     /// [`Self::propose`], resampling also while `feasibility` (if given) puts the point's
     /// P(feasible) below [`CmaesOptions::safe_probability`]; if every draw in the budget
-    /// falls short, the
-    /// in-bounds draw predicted safest.
+    /// falls short, the in-bounds draw predicted safest.
     fn propose_avoiding(&self, number: u64, feasibility: Option<&Feasibility>) -> Vec<f64> {
         let run = self.run.as_ref().expect("run initialised");
         let d = run.es.d;

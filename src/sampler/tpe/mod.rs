@@ -27,9 +27,10 @@
 //! reused across asks. When every parameter of a group is a float, the large "above"
 //! estimator is kept from ask to ask and only the kernels whose neighbours changed are
 //! re-derived (see [`slots`]), and the densities of all candidates are computed together in
-//! one vectorised pass (see [`parzen`]; mixed spaces use a pruned per-candidate sum). The cache is a memo only: the result is a pure function of (seed, space, history,
-//! trial number). It assumes what the storage guarantees: a trial's parameters never change
-//! once set (a change of their count, first or last value is detected and re-read).
+//! one vectorised pass (see [`parzen`]; mixed spaces use a pruned per-candidate sum). The
+//! cache is a memo only: the result is a pure function of (seed, space, history, trial
+//! number). It assumes what the storage guarantees: a trial's parameters never change once
+//! set (a change of their count, first or last value is detected and re-read).
 //!
 //! **Where it differs from Optuna, on purpose**:
 //! - *Bandwidth floor* (`bandwidth_floor = "trials"`, the default): Optuna floors each
@@ -836,13 +837,13 @@ impl TpeSampler {
         // on ties).
         let nc = opts.n_ei_candidates;
         w.below.sample_into(nc, rng, &mut w.candidates);
-        let estimators: &mut [(&mut Parzen, &mut Vec<f64>)] = &mut [
+        // The estimators besides "above", whose densities both paths evaluate alike.
+        let others: &mut [(&mut Parzen, &mut Vec<f64>)] = &mut [
             (&mut w.below, &mut w.log_l),
-            (&mut w.above, &mut w.log_g),
             (&mut w.feasible_kde, &mut w.log_f),
             (&mut w.unsafe_kde, &mut w.log_u),
         ];
-        let used = if model_feasibility { 4 } else { 2 };
+        let others = &mut others[..if model_feasibility { 3 } else { 1 }];
         if let Some(at) = kept {
             // All floats: each density at every candidate in one vectorised pass.
             w.coords.clear();
@@ -852,14 +853,13 @@ impl TpeSampler {
             }
             w.above_kept[at]
                 .1
-                .log_pdf_batch(&w.coords, nc, estimators[1].1);
-            for (i, (p, out)) in estimators[..used].iter_mut().enumerate() {
-                if i != 1 {
-                    p.log_pdf_batch(&w.coords, nc, out);
-                }
+                .log_pdf_batch(&w.coords, nc, &mut w.log_g);
+            for (p, out) in others.iter_mut() {
+                p.log_pdf_batch(&w.coords, nc, out);
             }
         } else {
-            for (_, out) in estimators[..used].iter_mut() {
+            w.log_g.clear();
+            for (_, out) in others.iter_mut() {
                 out.clear();
             }
             for c in 0..nc {
@@ -868,7 +868,8 @@ impl TpeSampler {
                 for (jj, dim) in w.dims.iter().enumerate() {
                     w.coords.extend_from_slice(&dim.eval_coords(x[jj]));
                 }
-                for (p, out) in estimators[..used].iter_mut() {
+                w.log_g.push(w.above.log_pdf(&w.coords));
+                for (p, out) in others.iter_mut() {
                     out.push(p.log_pdf(&w.coords));
                 }
             }

@@ -412,7 +412,6 @@ impl Parzen {
             }
             self.mu[row + n] = 0.5 * (lo + hi);
             self.sigma[row + n] = width;
-            let norm_of = |mu: f64, sig: f64| dim.norm(mu, sig);
             let (mu, sigma) = (&self.mu[row..row + nk], &self.sigma[row..row + nk]);
             let (norm, isig) = (&mut self.norm[row..row + nk], &mut self.isig[row..row + nk]);
             match &mut cache {
@@ -423,7 +422,7 @@ impl Parzen {
                         if e.0 != sigma[k].to_bits() {
                             *e = (
                                 sigma[k].to_bits(),
-                                norm_of(mu[k], sigma[k]),
+                                dim.norm(mu[k], sigma[k]),
                                 std::f64::consts::FRAC_1_SQRT_2 / sigma[k],
                             );
                         }
@@ -433,13 +432,13 @@ impl Parzen {
                 }
                 None => {
                     for k in 0..n {
-                        norm[k] = norm_of(mu[k], sigma[k]);
+                        norm[k] = dim.norm(mu[k], sigma[k]);
                         isig[k] = std::f64::consts::FRAC_1_SQRT_2 / sigma[k];
                     }
                 }
             }
             // The prior kernel.
-            norm[n] = norm_of(mu[n], sigma[n]);
+            norm[n] = dim.norm(mu[n], sigma[n]);
             isig[n] = std::f64::consts::FRAC_1_SQRT_2 / sigma[n];
             for (k, (&m, &s)) in mu.iter().zip(sigma.iter()).enumerate() {
                 self.kernel_major[k * d + j] = batch_kernel(m, s);

@@ -19,7 +19,7 @@ use super::parzen::{
 };
 
 /// What the kept state was built for: when any of it changes, everything is rebuilt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Layout {
     /// The history cache's generation (bumped whenever a stored trial was re-read).
     generation: u64,
@@ -86,12 +86,6 @@ impl SlotParzen {
         let d = dims.len();
         let n_slots = slots.member.len();
         let n_members = slots.member.iter().filter(|&&m| m).count();
-        let layout = Layout {
-            generation: slots.generation,
-            dim_index: dim_index.to_vec(),
-            dims: dims.to_vec(),
-            consider_endpoints: params.consider_endpoints,
-        };
         let min_sigma: Vec<f64> = dims
             .iter()
             .map(|dim| params.min_sigma(dim.hi - dim.lo, n_members + 1))
@@ -99,7 +93,12 @@ impl SlotParzen {
         self.added.clear();
         self.removed.clear();
         let old = self.member.len();
-        let same_layout = self.layout.as_ref() == Some(&layout) && old <= n_slots;
+        let same_layout = self.layout.as_ref().is_some_and(|l| {
+            l.generation == slots.generation
+                && l.dim_index == dim_index
+                && l.dims == dims
+                && l.consider_endpoints == params.consider_endpoints
+        }) && old <= n_slots;
         if same_layout {
             for (s, (&was, &is)) in self.member.iter().zip(slots.member).enumerate() {
                 if was != is {
@@ -152,7 +151,14 @@ impl SlotParzen {
             // The prior kernel: centred, as wide as the range.
             self.kernels[n_slots * d + jj] = batch_kernel(0.5 * (dim.lo + dim.hi), dim.hi - dim.lo);
         }
-        self.layout = Some(layout);
+        if !same_layout {
+            self.layout = Some(Layout {
+                generation: slots.generation,
+                dim_index: dim_index.to_vec(),
+                dims: dims.to_vec(),
+                consider_endpoints: params.consider_endpoints,
+            });
+        }
         self.min_sigma = min_sigma;
         self.fill_base(dims, n_members, params.prior_weight);
     }
