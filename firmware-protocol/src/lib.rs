@@ -37,8 +37,12 @@ pub use crc::crc32;
 pub use message::*;
 pub use wire::{decode, encode, DecodeError, EncodeError, Frame, FrameAccumulator, Message};
 
-/// Protocol version spoken by this crate, exchanged in the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this crate speaks, offered first in the handshake.
+/// Version 2 is version 1 plus GetStatus/Status (SPEC.md §11); every v1 frame is unchanged.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this crate still speaks: a host falls back to it when the
+/// firmware refuses [`PROTOCOL_VERSION`] with Nack UnsupportedVersion.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Most tunable parameters a firmware may declare.
 pub const MAX_PARAMS: usize = 64;
 /// Longest parameter or robot name, in UTF-8 bytes.

@@ -219,6 +219,172 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// Where the robot's current or most recent episode stands (Status, protocol v2).
+    EpisodePhase {
+        /// No episode has started since boot.
+        NoEpisode = 0,
+        /// The episode is running.
+        Running = 1,
+        /// The episode ended; `end_status` says how.
+        Ended = 2,
+    }
+}
+
+wire_enum! {
+    /// Why the robot is latched Stopped (Status, protocol v2): a [`TripReason`] code, or
+    /// EStop.
+    StopCause {
+        /// The robot is not Stopped.
+        NotStopped = 0,
+        /// Firmware roll limit.
+        Roll = 1,
+        /// Firmware pitch limit.
+        Pitch = 2,
+        /// Firmware minimum body height.
+        BodyHeight = 3,
+        /// Firmware joint temperature limit.
+        JointTemperature = 4,
+        /// A motor or driver fault.
+        MotorFault = 5,
+        /// The host-heartbeat watchdog.
+        Watchdog = 6,
+        /// An EStop: received from the host, or the robot's own stop button.
+        EStop = 7,
+    }
+}
+
+impl StopCause {
+    /// The cause of a firmware safety trip.
+    pub const fn from_trip(reason: TripReason) -> Self {
+        match reason {
+            TripReason::Roll => StopCause::Roll,
+            TripReason::Pitch => StopCause::Pitch,
+            TripReason::BodyHeight => StopCause::BodyHeight,
+            TripReason::JointTemperature => StopCause::JointTemperature,
+            TripReason::MotorFault => StopCause::MotorFault,
+            TripReason::Watchdog => StopCause::Watchdog,
+        }
+    }
+
+    /// The firmware safety trip behind this stop, if it was one.
+    pub const fn trip_reason(self) -> Option<TripReason> {
+        match self {
+            StopCause::Roll => Some(TripReason::Roll),
+            StopCause::Pitch => Some(TripReason::Pitch),
+            StopCause::BodyHeight => Some(TripReason::BodyHeight),
+            StopCause::JointTemperature => Some(TripReason::JointTemperature),
+            StopCause::MotorFault => Some(TripReason::MotorFault),
+            StopCause::Watchdog => Some(TripReason::Watchdog),
+            StopCause::NotStopped | StopCause::EStop => None,
+        }
+    }
+}
+
+/// The robot's answer to GetStatus (protocol v2): its state, the episode running or the last
+/// one that ended, and why it is latched. Lets a host recover a lost EpisodeEnd, SafetyTrip
+/// or Ready exactly, and notice a reboot (`boot_id`).
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    /// Seq of the GetStatus answered.
+    pub ack_seq: u16,
+    /// The boot id announced in Info (changes at every boot).
+    pub boot_id: u32,
+    /// Firmware clock, ms since boot (wraps), as in Heartbeat.
+    pub uptime_ms: u32,
+    /// Current state.
+    pub state: RobotState,
+    /// Whether a parameter set is applied (false after boot until a SetParams).
+    pub params_applied: bool,
+    /// The episode running now, or the last one that ended since boot.
+    pub phase: EpisodePhase,
+    /// Its trial number (0 with [`EpisodePhase::NoEpisode`]).
+    pub trial: u32,
+    /// Its episode index (0 with [`EpisodePhase::NoEpisode`]).
+    pub episode: u16,
+    /// Step frames sent in it so far (its EpisodeEnd `steps` once ended).
+    pub steps: u32,
+    /// Sum of those steps' rewards in binary32 (its EpisodeEnd `episode_return` once ended).
+    pub episode_return: f32,
+    /// How it ended ([`EpisodePhase::Ended`] only; `Completed` otherwise).
+    pub end_status: EpisodeStatus,
+    /// Why the robot is Stopped ([`StopCause::NotStopped`] in every other state).
+    pub stop_cause: StopCause,
+    /// The value that tripped a firmware limit (unit per [`TripReason`]); 0 otherwise.
+    pub stop_value: f32,
+}
+
+impl PartialEq for Status {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.ack_seq,
+            self.boot_id,
+            self.uptime_ms,
+            self.state,
+            self.params_applied,
+            self.phase,
+            self.trial,
+            self.episode,
+            self.steps,
+            self.end_status,
+            self.stop_cause,
+        ) == (
+            o.ack_seq,
+            o.boot_id,
+            o.uptime_ms,
+            o.state,
+            o.params_applied,
+            o.phase,
+            o.trial,
+            o.episode,
+            o.steps,
+            o.end_status,
+            o.stop_cause,
+        ) && same_f32(self.episode_return, o.episode_return)
+            && same_f32(self.stop_value, o.stop_value)
+    }
+}
+
+impl Status {
+    fn write(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u16(self.ack_seq)?;
+        w.u32(self.boot_id)?;
+        w.u32(self.uptime_ms)?;
+        w.u8(self.state.code())?;
+        w.u8(self.params_applied as u8)?;
+        w.u8(self.phase.code())?;
+        w.u32(self.trial)?;
+        w.u16(self.episode)?;
+        w.u32(self.steps)?;
+        w.f32(self.episode_return)?;
+        w.u8(self.end_status.code())?;
+        w.u8(self.stop_cause.code())?;
+        w.f32(self.stop_value)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            ack_seq: r.u16()?,
+            boot_id: r.u32()?,
+            uptime_ms: r.u32()?,
+            state: RobotState::read(r)?,
+            params_applied: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::InvalidField),
+            },
+            phase: EpisodePhase::read(r)?,
+            trial: r.u32()?,
+            episode: r.u16()?,
+            steps: r.u32()?,
+            episode_return: r.f32()?,
+            end_status: EpisodeStatus::read(r)?,
+            stop_cause: StopCause::read(r)?,
+            stop_value: r.f32()?,
+        })
+    }
+}
+
 /// Fault bit: a motor hit its torque limit during the step.
 pub const FAULT_TORQUE_SATURATION: u32 = 1 << 0;
 /// Fault bit: a joint hit its mechanical limit during the step.
@@ -318,6 +484,9 @@ pub enum HostMsg {
         /// Host clock, milliseconds (wraps).
         host_time_ms: u32,
     },
+    /// 0x09 (protocol v2) — asks for the robot's [`Status`]; answered by
+    /// [`RobotMsg::Status`]. A query: never stored for retry detection.
+    GetStatus,
 }
 
 /// Robot → host messages.
@@ -425,6 +594,8 @@ pub enum RobotMsg {
         /// Current state.
         state: RobotState,
     },
+    /// 0x8B (protocol v2) — answers GetStatus.
+    Status(Status),
 }
 
 /// Bitwise `f32` equality: NaN equals the same NaN, `-0.0` differs from `0.0`.
@@ -557,6 +728,7 @@ impl PartialEq for RobotMsg {
                     state: b1,
                 },
             ) => (a0, a1) == (b0, b1),
+            (R::Status(a), R::Status(b)) => a == b,
             _ => false,
         }
     }
@@ -573,6 +745,7 @@ impl Message for HostMsg {
             HostMsg::EStop => 0x06,
             HostMsg::ClearEStop => 0x07,
             HostMsg::Heartbeat { .. } => 0x08,
+            HostMsg::GetStatus => 0x09,
         }
     }
 
@@ -592,7 +765,7 @@ impl Message for HostMsg {
                 w.u32(max_steps)?;
                 w.u64(seed)
             }
-            HostMsg::Abort | HostMsg::EStop | HostMsg::ClearEStop => Ok(()),
+            HostMsg::Abort | HostMsg::EStop | HostMsg::ClearEStop | HostMsg::GetStatus => Ok(()),
             HostMsg::Heartbeat { host_time_ms } => w.u32(host_time_ms),
         }
     }
@@ -618,6 +791,7 @@ impl Message for HostMsg {
             0x08 => HostMsg::Heartbeat {
                 host_time_ms: r.u32()?,
             },
+            0x09 => HostMsg::GetStatus,
             other => return Err(DecodeError::UnknownType(other)),
         })
     }
@@ -636,6 +810,7 @@ impl Message for RobotMsg {
             RobotMsg::SafetyTrip { .. } => 0x88,
             RobotMsg::Ready => 0x89,
             RobotMsg::Heartbeat { .. } => 0x8A,
+            RobotMsg::Status(_) => 0x8B,
         }
     }
 
@@ -736,6 +911,7 @@ impl Message for RobotMsg {
                 w.u32(uptime_ms)?;
                 w.u8(state.code())
             }
+            RobotMsg::Status(ref s) => s.write(w),
         }
     }
 
@@ -803,6 +979,7 @@ impl Message for RobotMsg {
                 uptime_ms: r.u32()?,
                 state: RobotState::read(r)?,
             },
+            0x8B => RobotMsg::Status(Status::read(r)?),
             other => return Err(DecodeError::UnknownType(other)),
         })
     }

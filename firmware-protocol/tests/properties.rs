@@ -52,6 +52,7 @@ fn any_host() -> impl Strategy<Value = HostMsg> {
         Just(HostMsg::EStop),
         Just(HostMsg::ClearEStop),
         any::<u32>().prop_map(|host_time_ms| HostMsg::Heartbeat { host_time_ms }),
+        Just(HostMsg::GetStatus),
     ]
 }
 
@@ -66,6 +67,42 @@ fn any_nack() -> impl Strategy<Value = NackCode> {
 }
 fn any_state() -> impl Strategy<Value = RobotState> {
     (0u8..5).prop_map(|c| RobotState::from_code(c).unwrap())
+}
+
+fn any_phase() -> impl Strategy<Value = EpisodePhase> {
+    (0u8..3).prop_map(|c| EpisodePhase::from_code(c).unwrap())
+}
+fn any_cause() -> impl Strategy<Value = StopCause> {
+    (0u8..=7).prop_map(|c| StopCause::from_code(c).unwrap())
+}
+
+fn any_status_report() -> impl Strategy<Value = Status> {
+    (
+        (any::<u16>(), any::<u32>(), any::<u32>(), any_state(), any::<bool>()),
+        (any_phase(), any::<u32>(), any::<u16>(), any::<u32>(), any_f32()),
+        (any_status(), any_cause(), any_f32()),
+    )
+        .prop_map(
+            |(
+                (ack_seq, boot_id, uptime_ms, state, params_applied),
+                (phase, trial, episode, steps, episode_return),
+                (end_status, stop_cause, stop_value),
+            )| Status {
+                ack_seq,
+                boot_id,
+                uptime_ms,
+                state,
+                params_applied,
+                phase,
+                trial,
+                episode,
+                steps,
+                episode_return,
+                end_status,
+                stop_cause,
+                stop_value,
+            },
+        )
 }
 
 fn any_step() -> impl Strategy<Value = Step> {
@@ -183,6 +220,7 @@ fn any_robot() -> impl Strategy<Value = RobotMsg> {
         Just(RobotMsg::Ready),
         (any::<u32>(), any_state())
             .prop_map(|(uptime_ms, state)| RobotMsg::Heartbeat { uptime_ms, state }),
+        any_status_report().prop_map(RobotMsg::Status),
     ]
 }
 

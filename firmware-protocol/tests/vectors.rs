@@ -90,6 +90,7 @@ fn render_host(m: &HostMsg) -> Value {
         HostMsg::Heartbeat { host_time_ms } => {
             json!({"type": "Heartbeat", "host_time_ms": host_time_ms})
         }
+        HostMsg::GetStatus => json!({"type": "GetStatus"}),
     }
 }
 
@@ -135,6 +136,7 @@ fn parse_host(v: &Value) -> HostMsg {
         "Heartbeat" => HostMsg::Heartbeat {
             host_time_ms: u(v, "host_time_ms") as u32,
         },
+        "GetStatus" => HostMsg::GetStatus,
         other => panic!("unknown host message type {other}"),
     }
 }
@@ -187,6 +189,29 @@ enum_names!(
         NoParams,
         NotReady,
         NotFinite
+    }
+);
+enum_names!(
+    phase_name,
+    parse_phase,
+    EpisodePhase {
+        NoEpisode,
+        Running,
+        Ended
+    }
+);
+enum_names!(
+    cause_name,
+    parse_cause,
+    StopCause {
+        NotStopped,
+        Roll,
+        Pitch,
+        BodyHeight,
+        JointTemperature,
+        MotorFault,
+        Watchdog,
+        EStop
     }
 );
 enum_names!(
@@ -266,6 +291,13 @@ fn render_robot(m: &RobotMsg) -> Value {
         RobotMsg::Heartbeat { uptime_ms, state } => {
             json!({"type": "Heartbeat", "uptime_ms": uptime_ms, "state": state_name(state)})
         }
+        RobotMsg::Status(ref st) => json!({"type": "Status", "ack_seq": st.ack_seq,
+            "boot_id": st.boot_id, "uptime_ms": st.uptime_ms, "state": state_name(st.state),
+            "params_applied": st.params_applied, "phase": phase_name(st.phase),
+            "trial": st.trial, "episode": st.episode, "steps": st.steps,
+            "episode_return": render_f32(st.episode_return),
+            "end_status": status_name(st.end_status), "stop_cause": cause_name(st.stop_cause),
+            "stop_value": render_f32(st.stop_value)}),
     }
 }
 
@@ -336,6 +368,23 @@ fn parse_robot(v: &Value) -> RobotMsg {
             uptime_ms: u(v, "uptime_ms") as u32,
             state: parse_state(s(v, "state")),
         },
+        "Status" => RobotMsg::Status(Status {
+            ack_seq: u(v, "ack_seq") as u16,
+            boot_id: u(v, "boot_id") as u32,
+            uptime_ms: u(v, "uptime_ms") as u32,
+            state: parse_state(s(v, "state")),
+            params_applied: v["params_applied"]
+                .as_bool()
+                .expect("params_applied is a boolean"),
+            phase: parse_phase(s(v, "phase")),
+            trial: u(v, "trial") as u32,
+            episode: u(v, "episode") as u16,
+            steps: u(v, "steps") as u32,
+            episode_return: fl(v, "episode_return"),
+            end_status: parse_status(s(v, "end_status")),
+            stop_cause: parse_cause(s(v, "stop_cause")),
+            stop_value: fl(v, "stop_value"),
+        }),
         other => panic!("unknown robot message type {other}"),
     }
 }
@@ -528,10 +577,17 @@ fn golden() -> Vec<(String, u16, Msg)> {
         },
     );
     host(
-        "hello_future_version",
+        "hello_v2",
         1,
         HostMsg::Hello {
             protocol_version: 2,
+        },
+    );
+    host(
+        "hello_future_version",
+        1,
+        HostMsg::Hello {
+            protocol_version: 3,
         },
     );
     host("get_param_info", 2, HostMsg::GetParamInfo { index: 0 });
@@ -580,6 +636,7 @@ fn golden() -> Vec<(String, u16, Msg)> {
     host("estop", 11, HostMsg::EStop);
     host("clear_estop", 12, HostMsg::ClearEStop);
     host("heartbeat", 7, HostMsg::Heartbeat { host_time_ms: 1500 });
+    host("get_status", 13, HostMsg::GetStatus);
     host(
         "heartbeat_seq_ffff",
         0xFFFF,
@@ -600,6 +657,23 @@ fn golden() -> Vec<(String, u16, Msg)> {
         RobotMsg::Info {
             ack_seq: 1,
             protocol_version: 1,
+            robot_id: Name::new("sim-quadruped").unwrap(),
+            fw_major: 0,
+            fw_minor: 3,
+            fw_patch: 1,
+            boot_id: 0xDEAD_BEEF,
+            param_count: SCHEMA.len() as u8,
+            schema_hash: schema_hash(&SCHEMA),
+            watchdog_ms: 1000,
+            step_period_us: 10_000,
+        },
+    );
+    robot(
+        "info_v2",
+        1,
+        RobotMsg::Info {
+            ack_seq: 1,
+            protocol_version: 2,
             robot_id: Name::new("sim-quadruped").unwrap(),
             fw_major: 0,
             fw_minor: 3,
@@ -790,6 +864,94 @@ fn golden() -> Vec<(String, u16, Msg)> {
             state: RobotState::Idle,
         },
     );
+    let status = Status {
+        ack_seq: 13,
+        boot_id: 0xDEAD_BEEF,
+        uptime_ms: 61_250,
+        state: RobotState::Idle,
+        params_applied: false,
+        phase: EpisodePhase::NoEpisode,
+        trial: 0,
+        episode: 0,
+        steps: 0,
+        episode_return: 0.0,
+        end_status: EpisodeStatus::Completed,
+        stop_cause: StopCause::NotStopped,
+        stop_value: 0.0,
+    };
+    robot("status_fresh_boot", 70, RobotMsg::Status(status));
+    robot(
+        "status_running",
+        71,
+        RobotMsg::Status(Status {
+            state: RobotState::Running,
+            params_applied: true,
+            phase: EpisodePhase::Running,
+            trial: 42,
+            episode: 1,
+            steps: 812,
+            episode_return: 31.5,
+            ..status
+        }),
+    );
+    robot(
+        "status_ended_resetting",
+        72,
+        RobotMsg::Status(Status {
+            state: RobotState::Resetting,
+            params_applied: true,
+            phase: EpisodePhase::Ended,
+            trial: 42,
+            episode: 1,
+            steps: 3000,
+            episode_return: 187.25,
+            end_status: EpisodeStatus::Completed,
+            ..status
+        }),
+    );
+    robot(
+        "status_ended_ready_aborted",
+        73,
+        RobotMsg::Status(Status {
+            state: RobotState::Ready,
+            params_applied: true,
+            phase: EpisodePhase::Ended,
+            trial: 42,
+            episode: 1,
+            steps: 200,
+            episode_return: 10.0,
+            end_status: EpisodeStatus::Aborted,
+            ..status
+        }),
+    );
+    let causes = [
+        (EpisodeStatus::SafetyTrip, StopCause::Roll, 0.9f32),
+        (EpisodeStatus::SafetyTrip, StopCause::Pitch, -0.85),
+        (EpisodeStatus::SafetyTrip, StopCause::BodyHeight, 0.05),
+        (EpisodeStatus::SafetyTrip, StopCause::JointTemperature, 91.5),
+        (EpisodeStatus::SafetyTrip, StopCause::MotorFault, 3.0),
+        (EpisodeStatus::SafetyTrip, StopCause::Watchdog, 1204.0),
+        (EpisodeStatus::EStopped, StopCause::EStop, 0.0),
+    ];
+    for (i, (end_status, stop_cause, stop_value)) in causes.into_iter().enumerate() {
+        robot(
+            &format!("status_stopped_{}", cause_name(stop_cause)),
+            74 + i as u16,
+            RobotMsg::Status(Status {
+                state: RobotState::Stopped,
+                params_applied: true,
+                phase: EpisodePhase::Ended,
+                trial: 42,
+                episode: 1,
+                steps: 513,
+                episode_return: 20.75,
+                end_status,
+                stop_cause,
+                stop_value,
+                ..status
+            }),
+        );
+    }
     v
 }
 
@@ -859,14 +1021,63 @@ fn corrupted() -> Vec<(&'static str, &'static str, Vec<u8>, &'static str)> {
     v.push((
         "unknown_type_host",
         "host",
-        wire(&raw_frame(0x09, 1, &[])),
-        "Type 0x09 is not a host message.",
+        wire(&raw_frame(0x0A, 1, &[])),
+        "Type 0x0A is not a host message (v2 defines 0x01..=0x09).",
     ));
     v.push((
         "unknown_type_robot",
         "robot",
-        wire(&raw_frame(0x8B, 1, &[])),
-        "Type 0x8B is not a robot message.",
+        wire(&raw_frame(0x8C, 1, &[])),
+        "Type 0x8C is not a robot message (v2 defines 0x81..=0x8B).",
+    ));
+    v.push((
+        "get_status_with_payload",
+        "host",
+        wire(&raw_frame(0x09, 5, &[0x00])),
+        "GetStatus with one payload byte (it has none), valid CRC.",
+    ));
+    let status_payload = |applied: u8, phase: u8, cause: u8| {
+        let mut p = Vec::new();
+        p.extend_from_slice(&13u16.to_le_bytes());
+        p.extend_from_slice(&0xDEAD_BEEFu32.to_le_bytes());
+        p.extend_from_slice(&61_250u32.to_le_bytes());
+        p.push(4); // Stopped
+        p.push(applied);
+        p.push(phase);
+        p.extend_from_slice(&42u32.to_le_bytes());
+        p.extend_from_slice(&1u16.to_le_bytes());
+        p.extend_from_slice(&513u32.to_le_bytes());
+        p.extend_from_slice(&20.75f32.to_le_bytes());
+        p.push(2); // SafetyTrip
+        p.push(cause);
+        p.extend_from_slice(&0.9f32.to_le_bytes());
+        p
+    };
+    v.push((
+        "status_params_applied_2",
+        "robot",
+        wire(&raw_frame(0x8B, 70, &status_payload(2, 2, 1))),
+        "Status with params_applied 2 (it is 0 or 1).",
+    ));
+    v.push((
+        "status_invalid_phase",
+        "robot",
+        wire(&raw_frame(0x8B, 70, &status_payload(1, 3, 1))),
+        "Status with phase 3 (phases are 0..=2).",
+    ));
+    v.push((
+        "status_invalid_stop_cause",
+        "robot",
+        wire(&raw_frame(0x8B, 70, &status_payload(1, 2, 8))),
+        "Status with stop_cause 8 (causes are 0..=7).",
+    ));
+    let mut short = status_payload(1, 2, 1);
+    short.pop();
+    v.push((
+        "status_truncated",
+        "robot",
+        wire(&raw_frame(0x8B, 70, &short)),
+        "Status one byte short of its 35-byte payload, valid CRC.",
     ));
     v.push((
         "wrong_direction",
@@ -1032,7 +1243,7 @@ fn render_frames_file() -> String {
         &[
             (
                 "about",
-                json!("Golden frames of gaittune protocol v1 (SPEC.md). raw = type|seq|payload|crc32 before COBS; hex = the bytes on the wire, COBS-encoded, with the trailing 0x00 delimiter. Floats: JSON numbers, or \"NaN\" (bits 0x7fc00000), \"Infinity\", \"-Infinity\", \"f32:0x........\" (exact bits)."),
+                json!("Golden frames of gaittune protocol v2 (SPEC.md); every v1 frame is unchanged, GetStatus/Status are v2 only. raw = type|seq|payload|crc32 before COBS; hex = the bytes on the wire, COBS-encoded, with the trailing 0x00 delimiter. Floats: JSON numbers, or \"NaN\" (bits 0x7fc00000), \"Infinity\", \"-Infinity\", \"f32:0x........\" (exact bits)."),
             ),
             ("protocol_version", json!(PROTOCOL_VERSION)),
         ],
@@ -1246,6 +1457,7 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
         "EStop",
         "ClearEStop",
         "Heartbeat",
+        "GetStatus",
     ] {
         assert!(has("host", "type", t), "no host {t} vector");
     }
@@ -1260,6 +1472,7 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
         "SafetyTrip",
         "Ready",
         "Heartbeat",
+        "Status",
     ] {
         assert!(has("robot", "type", t), "no robot {t} vector");
     }
@@ -1289,6 +1502,21 @@ fn golden_frames_cover_every_message_enum_code_and_edge_case() {
     }
     for c in ["Idle", "Resetting", "Ready", "Running", "Stopped"] {
         assert!(has("robot", "state", c), "no Heartbeat {c}");
+    }
+    for c in ["NoEpisode", "Running", "Ended"] {
+        assert!(has("robot", "phase", c), "no Status phase {c}");
+    }
+    for c in [
+        "NotStopped",
+        "Roll",
+        "Pitch",
+        "BodyHeight",
+        "JointTemperature",
+        "MotorFault",
+        "Watchdog",
+        "EStop",
+    ] {
+        assert!(has("robot", "stop_cause", c), "no Status stop_cause {c}");
     }
     assert!(frames.iter().any(|f| f["seq"] == 0xFFFF));
     assert!(frames.iter().any(|f| f["message"]["reward"] == "NaN"));
@@ -1349,7 +1577,7 @@ fn every_corrupted_frame_is_rejected_with_its_error() {
         "Truncated",
         "TrailingBytes",
         "InvalidField",
-        "UnknownType(0x09)",
+        "UnknownType(0x0a)",
     ] {
         assert!(
             frames.iter().any(|f| f["error"] == kind),
