@@ -69,7 +69,7 @@ fn a_robot_that_lurches_while_aborting_is_stopped_recorded_unsafe_and_released()
             "[robot]",
             "[pruner]\nkind = \"threshold\"\n[pruner.threshold]\nlower = 1e9\nn_warmup_steps = 10\n\n[robot]",
         )
-        .replace("[sim]\n", "[sim]\nextra_args = [\"--stumble-on-abort\"]\n")
+        .replace("[sim]\n", "[sim]\nextra_args = [\"--quirk\", \"stumble-on-abort\"]\n")
         .replace("seed = 3\n", "seed = 3\nbaseline = false\n");
     let config = w.write_config(&text);
     let stdout = w.run_ok(&config);

@@ -78,8 +78,20 @@ fn any_cause() -> impl Strategy<Value = StopCause> {
 
 fn any_status_report() -> impl Strategy<Value = Status> {
     (
-        (any::<u16>(), any::<u32>(), any::<u32>(), any_state(), any::<bool>()),
-        (any_phase(), any::<u32>(), any::<u16>(), any::<u32>(), any_f32()),
+        (
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            any_state(),
+            any::<bool>(),
+        ),
+        (
+            any_phase(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u32>(),
+            any_f32(),
+        ),
         (any_status(), any_cause(), any_f32()),
     )
         .prop_map(

@@ -4,9 +4,12 @@
 //! ([`Firmware::poll`]), and emits whole frames through a callback. It owns no I/O and reads
 //! no clock: the caller passes the time since boot, so tests drive it by hand.
 //!
-//! Behaviour follows `firmware-protocol/SPEC.md` (§7–§10): handshake, parameter declarations,
-//! atomic clamped SetParams, episodes of Step frames, retry detection by (seq, CRC), Abort,
-//! latched EStop and safety trips, host-heartbeat watchdog, periodic heartbeats.
+//! Behaviour follows `firmware-protocol/SPEC.md` (§7–§10): protocol versions 1 and 2 (Hello
+//! is answered in the version asked), handshake, parameter declarations, atomic clamped
+//! SetParams, episodes of Step frames, retry detection by (seq, CRC) (EStop and GetStatus are
+//! never stored), Abort, latched EStop and safety trips, host-heartbeat watchdog, periodic
+//! heartbeats, GetStatus (v2), and [`Firmware::reboot`] (a power cycle on cue). Quirks
+//! ([`super::quirks`]) make it misbehave on purpose.
 //!
 //! Decisions the spec leaves open, as this firmware makes them:
 //! - On a safety trip the Step frame that showed the violation is sent first (it counts in
@@ -37,16 +40,20 @@
 //! | `watchdog`     | the host-heartbeat watchdog tripped| `value` = ms of host silence, `step` as for `estop` |
 //! | `nack`         | a command refused                  | `command`, `reason` = the Nack code           |
 //! | `bad_frame`    | a received frame discarded         | `error`                                       |
+//! | `status`       | GetStatus answered (v2)            | `state`, `phase`, `step` = steps of that episode |
+//! | `reboot`       | the firmware rebooted (`t_ms` restarts from 0 after it) | `boot_id` (the new one), `state` before it, the dropped episode's `trial`/`episode`/`step` |
 
 use std::io::Write;
 use std::time::Duration;
 
 use firmware_protocol::{
-    cobs_decode, decode, encode, DecodeError, EpisodeStatus, FrameAccumulator, HostMsg, NackCode,
-    Name, ParamValues, RobotMsg, RobotState, SchemaHasher, Step, TripReason, MAX_FRAME,
-    MAX_RAW_FRAME, PROTOCOL_VERSION,
+    cobs_decode, decode, encode, DecodeError, EpisodePhase, EpisodeStatus, FrameAccumulator,
+    HostMsg, NackCode, Name, ParamValues, RobotMsg, RobotState, SchemaHasher, Status, Step,
+    StopCause, TripReason, MAX_FRAME, MAX_RAW_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use serde_json::{json, Map, Value};
+
+use super::quirks::Quirks;
 
 /// Firmware hard limit on |roll|, rad.
 pub const LIMIT_ROLL_RAD: f32 = 0.8;
@@ -140,13 +147,12 @@ pub struct FirmwareOptions {
     pub step_delay: Duration,
     /// Wall time the reset routine takes (Resetting → Ready).
     pub reset_delay: Duration,
-    /// Test fault: on Abort, run one more control step whose roll reads
-    /// [`STUMBLE_ROLL_RAD`] (past any sensible host envelope, inside the firmware's own
-    /// limit) before stopping: the robot that lurches while it stops.
-    pub stumble_on_abort: bool,
+    /// Deliberate misbehaviour for tests (all off: a conforming firmware).
+    pub quirks: Quirks,
 }
 
-/// The roll a stumbling robot reports ([`FirmwareOptions::stumble_on_abort`]), rad.
+/// The roll a stumbling robot reports (quirk `stumble-on-abort`), rad: past any sensible host
+/// envelope, inside the firmware's own limit.
 pub const STUMBLE_ROLL_RAD: f32 = 0.7;
 
 impl Default for FirmwareOptions {
@@ -158,7 +164,7 @@ impl Default for FirmwareOptions {
             step_period_us: 20_000,
             step_delay: Duration::ZERO,
             reset_delay: Duration::from_millis(5),
-            stumble_on_abort: false,
+            quirks: Quirks::default(),
         }
     }
 }
@@ -226,6 +232,16 @@ struct StoredCommand {
     response: RobotMsg,
 }
 
+/// How the last episode ended, for Status.
+#[derive(Clone, Copy)]
+struct EndedEpisode {
+    trial: u32,
+    episode: u16,
+    steps: u32,
+    episode_return: f32,
+    status: EpisodeStatus,
+}
+
 /// A running episode.
 struct Episode<E> {
     trial: u32,
@@ -256,13 +272,28 @@ pub struct Firmware<M: RobotModel> {
     bad_frames: u64,
     events: Option<EventLog>,
     booted: bool,
+    /// Caller time at which the current boot began: `now - epoch` is the time since boot.
+    epoch: Duration,
+    /// The protocol version of the last Hello answered with Info.
+    version: u16,
+    last_episode: Option<EndedEpisode>,
+    stop_cause: StopCause,
+    stop_value: f32,
+    resets_since_boot: u32,
+    /// Quirk `late-estop`: steps still to run after an acknowledged EStop.
+    estop_pending: Option<u32>,
+    /// Quirk `limit`: (parameter index, min, max).
+    runtime_limits: Vec<(usize, f32, f32)>,
+    rebooted_on_cue: bool,
 }
 
 impl<M: RobotModel> Firmware<M> {
     /// A firmware freshly booted at time zero, in state Idle, with no parameter set applied.
     ///
     /// Panics if the model declares more than 64 parameters or a name longer than 24 bytes,
-    /// or if `robot_id` is longer than 24 bytes: those are programming errors of the model.
+    /// if `robot_id` is longer than 24 bytes, or if a `limit` quirk names no declared
+    /// parameter: those are programming errors of the caller (check with
+    /// [`check_quirks`] first).
     pub fn new(model: M, opts: FirmwareOptions) -> Self {
         let specs = model.params();
         assert!(
@@ -279,8 +310,21 @@ impl<M: RobotModel> Firmware<M> {
             hasher.add(p.name, p.min, p.max, p.default);
         }
         let robot_id = Name::new(&opts.robot_id).expect("robot_id longer than 24 bytes");
+        if let Err(e) = check_quirks(specs, &opts.quirks) {
+            panic!("{e}");
+        }
+        let runtime_limits = opts
+            .quirks
+            .runtime_limits
+            .iter()
+            .map(|(name, lo, hi)| {
+                let i = specs.iter().position(|p| p.name == name).expect("checked");
+                (i, *lo, *hi)
+            })
+            .collect();
+        let schema_hash = hasher.finish() ^ opts.quirks.bad_schema_hash as u32;
         Self {
-            schema_hash: hasher.finish(),
+            schema_hash,
             model,
             robot_id,
             opts,
@@ -297,7 +341,64 @@ impl<M: RobotModel> Firmware<M> {
             bad_frames: 0,
             events: None,
             booted: false,
+            epoch: Duration::ZERO,
+            version: MIN_PROTOCOL_VERSION,
+            last_episode: None,
+            stop_cause: StopCause::NotStopped,
+            stop_value: 0.0,
+            resets_since_boot: 0,
+            estop_pending: None,
+            runtime_limits,
+            rebooted_on_cue: false,
         }
+    }
+
+    /// Reboots the firmware in place at caller time `now`, as a power cycle would: a new
+    /// `boot_id`, the clock and uptime from zero, state Idle, no parameter set, the retry
+    /// store empty, and a running episode dropped without an EpisodeEnd.
+    pub fn reboot(&mut self, now: Duration, boot_id: u32) {
+        let local = self.since_boot(now);
+        let running = self
+            .episode
+            .as_ref()
+            .map(|e| (e.trial, e.episode, e.steps_sent));
+        self.log(
+            local,
+            "reboot",
+            json!({
+                "trial": running.map(|r| r.0), "episode": running.map(|r| r.1),
+                "step": running.map(|r| r.2), "state": format!("{:?}", self.state),
+                "boot_id": boot_id,
+            }),
+        );
+        tracing::warn!("sim firmware: reboot (boot id {boot_id:#010x})");
+        self.epoch = now;
+        self.opts.boot_id = boot_id;
+        self.rx = FrameAccumulator::new();
+        self.state = RobotState::Idle;
+        self.applied = None;
+        self.reset_done_at = Duration::ZERO;
+        self.last_command = None;
+        self.last_host_frame = Duration::ZERO;
+        self.next_heartbeat = Duration::ZERO;
+        self.clock_us = 0;
+        self.episode = None;
+        self.booted = false;
+        self.version = MIN_PROTOCOL_VERSION;
+        self.last_episode = None;
+        self.stop_cause = StopCause::NotStopped;
+        self.stop_value = 0.0;
+        self.resets_since_boot = 0;
+        self.estop_pending = None;
+    }
+
+    /// The boot id announced in Info.
+    pub fn boot_id(&self) -> u32 {
+        self.opts.boot_id
+    }
+
+    fn since_boot(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.epoch)
     }
 
     /// Attaches a protocol event log.
@@ -329,6 +430,7 @@ impl<M: RobotModel> Firmware<M> {
     /// Feeds one received byte at time `now` (since boot). A completed frame is executed at
     /// once; its response and any frames it causes go to `out`, one whole frame per call.
     pub fn on_byte(&mut self, byte: u8, now: Duration, out: &mut impl FnMut(&[u8])) {
+        let now = self.since_boot(now);
         self.sync_clock(now);
         let received = match self.rx.push(byte) {
             None => return,
@@ -358,6 +460,7 @@ impl<M: RobotModel> Firmware<M> {
     /// reset, the watchdog, and at most **one** control step (so the caller can feed all
     /// pending input before each step: an EStop always takes effect before the next Step).
     pub fn poll(&mut self, now: Duration, out: &mut impl FnMut(&[u8])) {
+        let now = self.since_boot(now);
         self.sync_clock(now);
         if !self.booted {
             // SPEC §2.5: terminate whatever stale bytes the host may hold.
@@ -373,15 +476,20 @@ impl<M: RobotModel> Firmware<M> {
                 },
                 out,
             );
-            self.next_heartbeat =
-                (self.next_heartbeat + HEARTBEAT_PERIOD).max(now + HEARTBEAT_PERIOD / 2);
+            let period = self.heartbeat_period();
+            self.next_heartbeat = (self.next_heartbeat + period).max(now + period / 2);
         }
         match self.state {
             RobotState::Resetting if now >= self.reset_done_at => {
                 if self.applied.is_some() {
                     if self.model.reset_may_finish() {
-                        self.state = RobotState::Ready;
-                        self.send(&RobotMsg::Ready, out);
+                        self.resets_since_boot += 1;
+                        if self.opts.quirks.trip_in_reset == Some(self.resets_since_boot) {
+                            self.trip_outside_episode(now, out);
+                        } else {
+                            self.state = RobotState::Ready;
+                            self.send_ready(out);
+                        }
                     } else {
                         self.reset_done_at = now + GO_POLL;
                     }
@@ -391,19 +499,58 @@ impl<M: RobotModel> Firmware<M> {
             }
             RobotState::Running => {
                 let silent = now.saturating_sub(self.last_host_frame);
-                if silent > self.watchdog() {
+                if silent > self.watchdog() && !self.opts.quirks.no_watchdog {
                     self.watchdog_trip(silent, now, out);
                 } else if now >= self.next_step_due() {
                     self.control_step(now, out);
+                    if let Some(left) = self.estop_pending {
+                        if left <= 1 {
+                            self.estop_pending = None;
+                            self.state = RobotState::Stopped;
+                            self.end_episode(EpisodeStatus::EStopped, now, out);
+                        } else {
+                            self.estop_pending = Some(left - 1);
+                        }
+                    }
                 }
             }
             _ => {}
         }
     }
 
+    fn heartbeat_period(&self) -> Duration {
+        self.opts
+            .quirks
+            .heartbeat_period
+            .unwrap_or(HEARTBEAT_PERIOD)
+    }
+
+    fn send_ready(&mut self, out: &mut impl FnMut(&[u8])) {
+        if !self.opts.quirks.no_ready {
+            self.send(&RobotMsg::Ready, out);
+        }
+    }
+
+    /// Quirk `trip-in-reset`: a BodyHeight trip outside any episode (SPEC §10.2).
+    fn trip_outside_episode(&mut self, now: Duration, out: &mut impl FnMut(&[u8])) {
+        let value = LIMIT_MIN_BODY_HEIGHT_M / 2.0;
+        self.state = RobotState::Stopped;
+        self.log(
+            now,
+            "safety_trip",
+            json!({"trial": 0, "episode": 0, "step": 0, "status": "tripped",
+                   "reason": "BodyHeight", "value": value}),
+        );
+        self.safety_trip(0, TripReason::BodyHeight, value, now, out);
+    }
+
     /// The earliest time at which [`Firmware::poll`] has something to do (may be in the past:
     /// then poll again without waiting).
     pub fn next_deadline(&self) -> Duration {
+        self.next_local_deadline().saturating_add(self.epoch)
+    }
+
+    fn next_local_deadline(&self) -> Duration {
         let mut t = self.next_heartbeat;
         if !self.booted {
             return Duration::ZERO;
@@ -469,12 +616,26 @@ impl<M: RobotModel> Firmware<M> {
         now: Duration,
         out: &mut impl FnMut(&[u8]),
     ) {
+        if self.opts.quirks.v1_only && matches!(msg, HostMsg::GetStatus) {
+            // A version-1 firmware does not know type 0x09 (SPEC §2.5 rule 5).
+            self.on_bad_frame(DecodeError::UnknownType(0x09), now);
+            return;
+        }
         // Every valid host frame feeds the watchdog (SPEC §10.4).
         self.last_host_frame = now;
         match msg {
             HostMsg::Heartbeat { .. } => return,
-            // EStop is executed every time, retry or not (SPEC §7.4); its response is the same.
-            HostMsg::EStop => {}
+            // EStop is executed and acknowledged every time it arrives and GetStatus is a
+            // query: neither is stored for retry detection (SPEC §7.4).
+            HostMsg::EStop => {
+                self.cmd_estop(seq, now, out);
+                return;
+            }
+            HostMsg::GetStatus => {
+                self.cmd_status(seq, now, out);
+                return;
+            }
+            _ if self.opts.quirks.no_retry_store => {}
             _ => {
                 if let Some(stored) = self.last_command {
                     if stored.seq == seq && stored.crc == crc {
@@ -485,7 +646,7 @@ impl<M: RobotModel> Firmware<M> {
                         let resend_ready =
                             matches!(msg, HostMsg::SetParams { .. } | HostMsg::ClearEStop);
                         if resend_ready && self.state == RobotState::Ready {
-                            self.send(&RobotMsg::Ready, out);
+                            self.send_ready(out);
                         }
                         return;
                     }
@@ -503,9 +664,8 @@ impl<M: RobotModel> Firmware<M> {
                 seed,
             } => self.cmd_start(seq, trial, episode, max_steps, seed, now, out),
             HostMsg::Abort => self.cmd_abort(seq, now, out),
-            HostMsg::EStop => self.cmd_estop(seq, now, out),
             HostMsg::ClearEStop => self.cmd_clear_estop(seq, now, out),
-            HostMsg::Heartbeat { .. } => return,
+            HostMsg::EStop | HostMsg::GetStatus | HostMsg::Heartbeat { .. } => return,
         };
         self.last_command = Some(StoredCommand { seq, crc, response });
     }
@@ -523,10 +683,16 @@ impl<M: RobotModel> Firmware<M> {
         now: Duration,
         out: &mut impl FnMut(&[u8]),
     ) -> RobotMsg {
-        if version != PROTOCOL_VERSION {
+        let newest = if self.opts.quirks.v1_only {
+            MIN_PROTOCOL_VERSION
+        } else {
+            PROTOCOL_VERSION
+        };
+        if !(MIN_PROTOCOL_VERSION..=newest).contains(&version) {
             let fields = json!({ "protocol_version": version });
             return self.nack_with(seq, NackCode::UnsupportedVersion, now, "hello", fields, out);
         }
+        self.version = version;
         self.log(
             now,
             "hello",
@@ -535,7 +701,7 @@ impl<M: RobotModel> Firmware<M> {
         let (fw_major, fw_minor, fw_patch) = FW_VERSION;
         let info = RobotMsg::Info {
             ack_seq: seq,
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: version,
             robot_id: self.robot_id,
             fw_major,
             fw_minor,
@@ -565,6 +731,65 @@ impl<M: RobotModel> Firmware<M> {
             },
         };
         self.respond(msg, out)
+    }
+
+    /// Answers GetStatus (protocol v2) with the state, the running or last episode and the
+    /// stop cause.
+    fn cmd_status(&mut self, seq: u16, now: Duration, out: &mut impl FnMut(&[u8])) {
+        let (phase, trial, episode, steps, episode_return, end_status) =
+            match (&self.episode, &self.last_episode) {
+                (Some(ep), _) => (
+                    EpisodePhase::Running,
+                    ep.trial,
+                    ep.episode,
+                    ep.steps_sent,
+                    ep.episode_return,
+                    EpisodeStatus::Completed,
+                ),
+                (None, Some(e)) => (
+                    EpisodePhase::Ended,
+                    e.trial,
+                    e.episode,
+                    e.steps,
+                    e.episode_return,
+                    e.status,
+                ),
+                (None, None) => (
+                    EpisodePhase::NoEpisode,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    EpisodeStatus::Completed,
+                ),
+            };
+        let stopped = self.state == RobotState::Stopped;
+        let status = Status {
+            ack_seq: seq,
+            boot_id: self.opts.boot_id,
+            uptime_ms: (self.clock_us / 1000) as u32,
+            state: self.state,
+            params_applied: self.applied.is_some(),
+            phase,
+            trial,
+            episode,
+            steps,
+            episode_return,
+            end_status,
+            stop_cause: if stopped {
+                self.stop_cause
+            } else {
+                StopCause::NotStopped
+            },
+            stop_value: if stopped { self.stop_value } else { 0.0 },
+        };
+        self.log(
+            now,
+            "status",
+            json!({"state": format!("{:?}", self.state), "phase": format!("{phase:?}"),
+                   "trial": trial, "episode": episode, "step": steps}),
+        );
+        self.send(&RobotMsg::Status(status), out);
     }
 
     /// Refuses a command: logs a `nack` event naming the command, sends the Nack.
@@ -631,6 +856,17 @@ impl<M: RobotModel> Firmware<M> {
                 *v = c;
             }
         }
+        for &(i, lo, hi) in &self.runtime_limits {
+            let v = &mut values.as_mut_slice()[i];
+            let c = v.clamp(lo, hi);
+            if c.to_bits() != v.to_bits() {
+                clamped_mask |= 1 << i;
+                *v = c;
+            }
+        }
+        if self.opts.quirks.no_clamp_bit {
+            clamped_mask = 0;
+        }
         self.applied = Some(values);
         self.log(
             now,
@@ -650,7 +886,7 @@ impl<M: RobotModel> Firmware<M> {
                 self.state = RobotState::Resetting;
                 self.reset_done_at = now + self.opts.reset_delay;
             }
-            RobotState::Ready => self.send(&RobotMsg::Ready, out),
+            RobotState::Ready => self.send_ready(out),
             _ => {}
         }
         response
@@ -685,7 +921,10 @@ impl<M: RobotModel> Firmware<M> {
             EV,
             json!({"trial": trial, "episode": episode, "status": "ok", "max_steps": max_steps, "seed": seed}),
         );
-        let response = self.respond(RobotMsg::Ack { ack_seq: seq }, out);
+        let ack = RobotMsg::Ack { ack_seq: seq };
+        if !self.opts.quirks.step_before_ack {
+            self.send(&ack, out);
+        }
         self.state = RobotState::Running;
         self.episode = Some(Episode {
             trial,
@@ -696,10 +935,16 @@ impl<M: RobotModel> Firmware<M> {
             started: now,
             model: self.model.start_episode(values.as_slice(), seed),
         });
+        if self.opts.quirks.step_before_ack {
+            if max_steps > 0 {
+                self.control_step(now, out);
+            }
+            self.send(&ack, out);
+        }
         if max_steps == 0 {
             self.end_episode(EpisodeStatus::Completed, now, out);
         }
-        response
+        ack
     }
 
     fn cmd_abort(&mut self, seq: u16, now: Duration, out: &mut impl FnMut(&[u8])) -> RobotMsg {
@@ -717,19 +962,17 @@ impl<M: RobotModel> Firmware<M> {
                 "status": "ok",
             }),
         );
-        if running.is_some() && self.opts.stumble_on_abort {
+        if running.is_some() && self.opts.quirks.stumble_on_abort {
             self.step_with(now, out, Some(STUMBLE_ROLL_RAD));
         }
         let response = self.respond(RobotMsg::Ack { ack_seq: seq }, out);
-        if self.episode.is_some() {
+        if self.episode.is_some() && !self.opts.quirks.ignore_abort {
             self.end_episode(EpisodeStatus::Aborted, now, out);
         }
         response
     }
 
-    fn cmd_estop(&mut self, seq: u16, now: Duration, out: &mut impl FnMut(&[u8])) -> RobotMsg {
-        // Motors off first, before anything else (SPEC §10.1).
-        self.state = RobotState::Stopped;
+    fn cmd_estop(&mut self, seq: u16, now: Duration, out: &mut impl FnMut(&[u8])) {
         let running = self
             .episode
             .as_ref()
@@ -744,11 +987,31 @@ impl<M: RobotModel> Firmware<M> {
                 "status": "ok",
             }),
         );
-        let response = self.respond(RobotMsg::Ack { ack_seq: seq }, out);
+        let late = self.opts.quirks.late_estop_steps;
+        if running.is_some() && late > 0 {
+            // Quirk `late-estop`: acknowledged, but the motors run on for a few steps.
+            self.send(&RobotMsg::Ack { ack_seq: seq }, out);
+            self.estop_pending.get_or_insert(late);
+            return;
+        }
+        // Motors off first, before anything else (SPEC §10.1). A latch keeps its first cause.
+        if self.state != RobotState::Stopped {
+            self.state = RobotState::Stopped;
+            self.stop_cause = StopCause::EStop;
+            self.stop_value = 0.0;
+        }
+        self.send(&RobotMsg::Ack { ack_seq: seq }, out);
         if running.is_some() {
             self.end_episode(EpisodeStatus::EStopped, now, out);
         }
-        response
+        if self.opts.quirks.no_latch {
+            // Quirk `no-latch`: back to work as if nothing happened.
+            self.state = if self.applied.is_some() {
+                RobotState::Ready
+            } else {
+                RobotState::Idle
+            };
+        }
     }
 
     fn cmd_clear_estop(
@@ -767,9 +1030,11 @@ impl<M: RobotModel> Firmware<M> {
         match was {
             RobotState::Stopped => {
                 self.state = RobotState::Resetting;
+                self.stop_cause = StopCause::NotStopped;
+                self.stop_value = 0.0;
                 self.reset_done_at = now + self.opts.reset_delay;
             }
-            RobotState::Ready => self.send(&RobotMsg::Ready, out),
+            RobotState::Ready => self.send_ready(out),
             _ => {}
         }
         response
@@ -782,6 +1047,13 @@ impl<M: RobotModel> Firmware<M> {
 
     /// One control step; `roll` replaces the model's roll reading (a fault for tests).
     fn step_with(&mut self, now: Duration, out: &mut impl FnMut(&[u8]), roll: Option<f32>) {
+        let due = self.episode.as_ref().map(|e| e.steps_sent);
+        if due.is_some() && due == self.opts.quirks.reboot_at_step && !self.rebooted_on_cue {
+            self.rebooted_on_cue = true;
+            let boot_id = next_boot_id(self.opts.boot_id);
+            self.reboot(now + self.epoch, boot_id);
+            return;
+        }
         let timestamp_us = self.clock_us as u32;
         self.clock_us += self.opts.step_period_us as u64;
         let Some(ep) = self.episode.as_mut() else {
@@ -823,6 +1095,7 @@ impl<M: RobotModel> Firmware<M> {
         };
         if let Some((reason, value)) = trip {
             self.state = RobotState::Stopped;
+            self.estop_pending = None;
             self.log(
                 now,
                 "safety_trip",
@@ -839,6 +1112,7 @@ impl<M: RobotModel> Firmware<M> {
 
     fn watchdog_trip(&mut self, silent: Duration, now: Duration, out: &mut impl FnMut(&[u8])) {
         self.state = RobotState::Stopped;
+        self.estop_pending = None;
         let Some(ep) = self.episode.as_ref() else {
             return;
         };
@@ -871,6 +1145,8 @@ impl<M: RobotModel> Firmware<M> {
             .as_ref()
             .map(|e| (e.trial, e.episode))
             .unwrap_or((0, 0));
+        self.stop_cause = StopCause::from_trip(reason);
+        self.stop_value = value;
         self.send(
             &RobotMsg::SafetyTrip {
                 trial,
@@ -899,12 +1175,19 @@ impl<M: RobotModel> Firmware<M> {
                 "status": format!("{status:?}"), "return": ep.episode_return,
             }),
         );
+        self.last_episode = Some(EndedEpisode {
+            trial: ep.trial,
+            episode: ep.episode,
+            steps: ep.steps_sent,
+            episode_return: ep.episode_return,
+            status,
+        });
         self.send(
             &RobotMsg::EpisodeEnd {
                 trial: ep.trial,
                 episode: ep.episode,
                 episode_return: ep.episode_return,
-                steps: ep.steps_sent,
+                steps: ep.steps_sent + self.opts.quirks.miscount_steps as u32,
                 status,
             },
             out,
@@ -917,5 +1200,38 @@ impl<M: RobotModel> Firmware<M> {
             EpisodeStatus::SafetyTrip | EpisodeStatus::EStopped => self.state = RobotState::Stopped,
         }
         self.sync_clock(now);
+    }
+}
+
+/// Checks that every `limit` quirk names a declared parameter inside its declared limits.
+pub fn check_quirks(specs: &[ParamSpec], quirks: &Quirks) -> Result<(), String> {
+    for (name, lo, hi) in &quirks.runtime_limits {
+        let Some(p) = specs.iter().find(|p| p.name == name) else {
+            let names: Vec<&str> = specs.iter().map(|p| p.name).collect();
+            return Err(format!(
+                "--quirk limit={name}:...: the robot declares no parameter {name:?} (it declares: {})",
+                names.join(", ")
+            ));
+        };
+        if *lo < p.min || *hi > p.max {
+            return Err(format!(
+                "--quirk limit={name}:{lo}:{hi}: runtime limits must lie inside the declared [{}, {}]",
+                p.min, p.max
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The boot id after `previous` (a reboot on cue): a different, non-zero value.
+pub fn next_boot_id(previous: u32) -> u32 {
+    let mut z = (previous as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let id = (z ^ (z >> 31)) as u32;
+    if id == 0 || id == previous {
+        previous.wrapping_add(1).max(1)
+    } else {
+        id
     }
 }

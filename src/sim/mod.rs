@@ -37,6 +37,7 @@
 pub mod firmware;
 pub mod physics;
 pub mod pty;
+pub mod quirks;
 pub mod synthetic;
 
 use std::io::Write;
@@ -49,6 +50,7 @@ use anyhow::{bail, Context};
 use firmware::{EventLog, Firmware, FirmwareOptions, ParamSpec, RobotModel, Telemetry};
 use physics::PhysicsQuadruped;
 use pty::{DeviceTransport, PtyServer, Transport};
+use quirks::Quirks;
 use synthetic::SyntheticQuadruped;
 
 /// Control period of the simulated firmware, µs (announced in Info).
@@ -123,9 +125,11 @@ pub struct SimOptions {
     /// Exit when the parent process goes away (set by the daemon when it spawns the sim).
     #[arg(long)]
     pub exit_with_parent: bool,
-    /// Test fault: on Abort, send one more step with a 0.7 rad roll before stopping.
-    #[arg(long, hide = true)]
-    pub stumble_on_abort: bool,
+    /// Misbehave on purpose, as a firmware that breaks a rule of SPEC.md or a robot that
+    /// reboots on cue (for tests and `gaittune probe` demonstrations); repeatable. See
+    /// src/sim/quirks.rs for the list, e.g. `--quirk v1-only --quirk limit=kp:10:20`.
+    #[arg(long = "quirk", value_name = "NAME[=VALUE]")]
+    pub quirks: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -147,7 +151,7 @@ impl Default for SimOptions {
             watchdog_ms: 1000,
             event_log: None,
             exit_with_parent: false,
-            stumble_on_abort: false,
+            quirks: Vec::new(),
         }
     }
 }
@@ -183,10 +187,12 @@ impl SimOptions {
         if self.plot.is_some() && self.replay.is_none() {
             bail!("--plot draws a replayed episode: add --replay PARAMS.json");
         }
+        Quirks::parse(&self.quirks).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
-    /// The firmware configuration these options describe, with the given boot id.
+    /// The firmware configuration these options describe, with the given boot id. The
+    /// quirks must have passed [`SimOptions::validate`].
     pub fn firmware_options(&self, boot_id: u32) -> FirmwareOptions {
         FirmwareOptions {
             robot_id: ROBOT_ID.into(),
@@ -199,7 +205,7 @@ impl SimOptions {
                 Duration::from_secs_f64(self.step_delay_ms.max(0.0) / 1e3)
             },
             reset_delay: Duration::from_secs_f64(self.reset_delay_ms.max(0.0) / 1e3),
-            stumble_on_abort: self.stumble_on_abort,
+            quirks: Quirks::parse(&self.quirks).unwrap_or_default(),
         }
     }
 }
@@ -260,7 +266,11 @@ pub fn run(opts: &SimOptions) -> anyhow::Result<()> {
 fn run_model<M: RobotModel>(model: M, opts: &SimOptions) -> anyhow::Result<()> {
     let boot = Instant::now();
     let parent = opts.exit_with_parent.then(nix::unistd::getppid);
-    let mut fw = Firmware::new(model, opts.firmware_options(fresh_boot_id()));
+    let firmware_options = opts.firmware_options(fresh_boot_id());
+    firmware::check_quirks(model.params(), &firmware_options.quirks).map_err(anyhow::Error::msg)?;
+    let keep_output = firmware_options.quirks.keep_output_when_closed;
+    install_reboot_signal()?;
+    let mut fw = Firmware::new(model, firmware_options);
     if let Some(path) = &opts.event_log {
         let log = EventLog::create(path)
             .with_context(|| format!("opening the event log {} (--event-log)", path.display()))?;
@@ -273,7 +283,10 @@ fn run_model<M: RobotModel>(model: M, opts: &SimOptions) -> anyhow::Result<()> {
             Box::new(t)
         }
         None => {
-            let pty = PtyServer::create()?;
+            let mut pty = PtyServer::create()?;
+            if keep_output {
+                pty = pty.keep_output_when_closed();
+            }
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "PTY {}", pty.slave_path().display())
                 .and_then(|_| stdout.flush())
@@ -351,6 +364,27 @@ fn run_replay(opts: &SimOptions, params: &std::path::Path) -> anyhow::Result<()>
             .with_context(|| format!("writing the plot {} (--plot)", out.display()))?;
     }
     println!("{summary}");
+    Ok(())
+}
+
+/// Set by `SIGUSR2`: reboot the simulated firmware now (a power cycle on cue, for tests and
+/// `gaittune chaos`).
+static REBOOT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr2(_: nix::libc::c_int) {
+    REBOOT.store(true, Ordering::SeqCst);
+}
+
+fn install_reboot_signal() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigusr2),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { sigaction(Signal::SIGUSR2, &action) }
+        .context("installing the SIGUSR2 (reboot) handler")?;
     Ok(())
 }
 
@@ -446,6 +480,9 @@ fn serve<M: RobotModel>(
 ) -> anyhow::Result<()> {
     let mut buf = [0u8; 1024];
     while keep_going() {
+        if REBOOT.swap(false, Ordering::SeqCst) {
+            fw.reboot(boot.elapsed(), fresh_boot_id());
+        }
         let now = boot.elapsed();
         let wait = fw.next_deadline().saturating_sub(now).min(MAX_IDLE_WAIT);
         let mut n = transport

@@ -61,6 +61,7 @@ pub struct PtyServer {
     slave_path: PathBuf,
     connected: bool,
     dropped_frames: u64,
+    keep_output: bool,
 }
 
 impl PtyServer {
@@ -78,7 +79,16 @@ impl PtyServer {
             slave_path,
             connected: false,
             dropped_frames: 0,
+            keep_output: false,
         })
+    }
+
+    /// Keeps output written while no host has the slave open queued in the pty for the next
+    /// host to read (as some USB serial bridges do), instead of discarding it: stale frames
+    /// from the robot's point of view (quirk `keep-output-when-closed`).
+    pub fn keep_output_when_closed(mut self) -> PtyServer {
+        self.keep_output = true;
+        self
     }
 
     /// The slave device path hosts open (e.g. `/dev/pts/3`).
@@ -103,7 +113,9 @@ impl PtyServer {
         self.connected = connected;
         // Anything still queued towards the slave is stale: for a host that left, or from
         // before a new host arrived.
-        let _ = tcflush(self.master.as_fd(), FlushArg::TCOFLUSH);
+        if !self.keep_output {
+            let _ = tcflush(self.master.as_fd(), FlushArg::TCOFLUSH);
+        }
         if connected {
             tracing::info!("host opened {}", self.slave_path.display());
             // SPEC §2.5: terminate any stale bytes the host's receiver may hold.
@@ -150,7 +162,7 @@ impl Transport for PtyServer {
     }
 
     fn send(&mut self, frame: &[u8]) {
-        if !self.connected {
+        if !self.connected && !self.keep_output {
             self.dropped_frames += 1;
             return;
         }

@@ -274,7 +274,7 @@ fn handshake_and_parameter_declarations() {
     let seq = h.send(HostMsg::GetParamInfo { index: 8 });
     assert_eq!(h.take(), vec![nack(seq, NackCode::BadParamIndex)]);
     let seq = h.send(HostMsg::Hello {
-        protocol_version: 2,
+        protocol_version: PROTOCOL_VERSION + 1,
     });
     assert_eq!(h.take(), vec![nack(seq, NackCode::UnsupportedVersion)]);
     assert_eq!(h.fw.state(), RobotState::Idle);
@@ -933,4 +933,309 @@ fn options_are_validated_with_clear_messages() {
     .to_string();
     assert!(e.contains("--watchdog-ms"), "{e}");
     assert_ne!(fresh_boot_id(), 0);
+}
+
+fn status(h: &mut Host) -> firmware_protocol::Status {
+    let seq = h.send(HostMsg::GetStatus);
+    let got = h.take();
+    match got[..] {
+        [RobotMsg::Status(s)] if s.ack_seq == seq => s,
+        _ => panic!("expected one Status answering {seq}: {got:?}"),
+    }
+}
+
+fn with_quirks(quirks: &[&str]) -> FirmwareOptions {
+    FirmwareOptions {
+        quirks: super::quirks::Quirks::parse(quirks).unwrap(),
+        ..options()
+    }
+}
+
+#[test]
+fn status_reports_the_episode_running_then_its_end_and_why_it_is_latched() {
+    use firmware_protocol::{EpisodePhase, StopCause};
+    let mut h = Host::new(options());
+    let s = status(&mut h);
+    assert_eq!(
+        (s.boot_id, s.state, s.params_applied, s.phase),
+        (0xB007, RobotState::Idle, false, EpisodePhase::NoEpisode)
+    );
+    h.set_params(&defaults());
+    h.start(12, 1000, 1);
+    for _ in 0..5 {
+        h.poll();
+    }
+    let sent = steps(&h.take());
+    let s = status(&mut h);
+    assert_eq!(
+        (s.state, s.phase, s.trial, s.steps),
+        (RobotState::Running, EpisodePhase::Running, 12, 5)
+    );
+    let sum = sent.iter().fold(0f32, |a, st| a + st.reward);
+    assert_eq!(s.episode_return.to_bits(), sum.to_bits());
+    h.send(HostMsg::EStop);
+    let end = h.take();
+    let s = status(&mut h);
+    assert_eq!(
+        (s.state, s.phase, s.end_status, s.stop_cause, s.steps),
+        (
+            RobotState::Stopped,
+            EpisodePhase::Ended,
+            EpisodeStatus::EStopped,
+            StopCause::EStop,
+            5
+        ),
+        "{end:?}"
+    );
+    // GetStatus is not stored: a retried EStop-free command after it is still recognised.
+    let start = HostMsg::ClearEStop;
+    h.send_seq(900, start);
+    h.take();
+    status(&mut h);
+    h.send_seq(900, start);
+    assert_eq!(h.take(), vec![RobotMsg::Ack { ack_seq: 900 }]);
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e["event"] == "clear_estop")
+            .count(),
+        1
+    );
+    h.advance(10 * MS);
+    assert_eq!(h.take(), vec![RobotMsg::Ready]);
+    let s = status(&mut h);
+    assert_eq!(
+        (s.state, s.stop_cause),
+        (RobotState::Ready, StopCause::NotStopped)
+    );
+
+    // A firmware trip records its reason and value; a later EStop keeps the first cause.
+    let mut v = defaults();
+    v[0] = 4.0;
+    v[1] = 0.8;
+    let (mut h, got) = episode_with(&v, 2000);
+    let Some(RobotMsg::SafetyTrip { reason, value, .. }) = got
+        .iter()
+        .find(|m| matches!(m, RobotMsg::SafetyTrip { .. }))
+        .copied()
+    else {
+        panic!("no trip: {got:?}")
+    };
+    h.send(HostMsg::EStop);
+    h.take();
+    let s = status(&mut h);
+    assert_eq!(s.stop_cause, StopCause::from_trip(reason));
+    assert_eq!(s.stop_value.to_bits(), value.to_bits());
+    assert_eq!(s.end_status, EpisodeStatus::SafetyTrip);
+}
+
+#[test]
+fn a_reboot_drops_the_episode_without_an_end_and_starts_afresh() {
+    use firmware_protocol::EpisodePhase;
+    let mut h = ready_host(options());
+    h.advance(500 * MS);
+    h.start(3, 1000, 1);
+    for _ in 0..4 {
+        h.poll();
+    }
+    h.take();
+    let uptime_before = h.heartbeats.last().unwrap().0;
+    assert!(uptime_before >= 400, "{uptime_before}");
+    h.fw.reboot(h.now, 0x5EED);
+    h.advance(150 * MS);
+    let got = h.take();
+    assert!(
+        !got.iter()
+            .any(|m| matches!(m, RobotMsg::EpisodeEnd { .. } | RobotMsg::Step(_))),
+        "{got:?}"
+    );
+    let (uptime, state) = *h.heartbeats.last().unwrap();
+    assert!(uptime < uptime_before, "uptime restarts: {uptime}");
+    assert_eq!(state, RobotState::Idle);
+    let s = status(&mut h);
+    assert_eq!(
+        (s.boot_id, s.params_applied, s.phase),
+        (0x5EED, false, EpisodePhase::NoEpisode)
+    );
+    let seq = h.start(4, 10, 1);
+    assert_eq!(h.take(), vec![nack(seq, NackCode::NoParams)]);
+    assert!(h.events().iter().any(|e| e["event"] == "reboot"));
+}
+
+#[test]
+fn quirk_reboot_at_step_reboots_once_mid_episode() {
+    let mut h = ready_host(with_quirks(&["reboot-at-step=3"]));
+    let boot = h.fw.boot_id();
+    h.start(1, 10, 1);
+    h.pump();
+    assert_eq!(steps(&h.take()).len(), 3);
+    assert_ne!(h.fw.boot_id(), boot);
+    assert_eq!(h.fw.state(), RobotState::Idle);
+    h.set_params(&defaults());
+    h.start(1, 10, 1);
+    h.pump();
+    assert_eq!(steps(&h.take()).len(), 10, "only once per process");
+}
+
+#[test]
+fn quirk_v1_only_refuses_version_2_and_ignores_get_status() {
+    let mut h = Host::new(with_quirks(&["v1-only"]));
+    let seq = h.send(HostMsg::Hello {
+        protocol_version: 2,
+    });
+    assert_eq!(h.take(), vec![nack(seq, NackCode::UnsupportedVersion)]);
+    h.send(HostMsg::Hello {
+        protocol_version: 1,
+    });
+    assert!(matches!(
+        h.take()[..],
+        [RobotMsg::Info {
+            protocol_version: 1,
+            ..
+        }]
+    ));
+    h.send(HostMsg::GetStatus);
+    assert!(h.take().is_empty());
+    assert_eq!(h.fw.bad_frames(), 1);
+    // A version-2 firmware answers Hello{2} in kind.
+    let mut h = Host::new(options());
+    h.send(HostMsg::Hello {
+        protocol_version: 2,
+    });
+    assert!(matches!(
+        h.take()[..],
+        [RobotMsg::Info {
+            protocol_version: 2,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn quirk_runtime_limit_clamps_inside_the_declared_range_and_reports_it() {
+    let name = PARAMS[0].name;
+    let spec = format!("limit={name}:1.0:1.5");
+    let mut h = Host::new(with_quirks(&[&spec]));
+    let mut v = defaults();
+    v[0] = 2.5;
+    let got = h.set_params(&v);
+    let RobotMsg::ParamsApplied {
+        clamped_mask,
+        values,
+        ..
+    } = got[0]
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(clamped_mask, 1);
+    assert_eq!(values.as_slice()[0], 1.5);
+    let mut h = Host::new(with_quirks(&[&spec, "no-clamp-bit"]));
+    let got = h.set_params(&v);
+    assert!(matches!(
+        got[0],
+        RobotMsg::ParamsApplied {
+            clamped_mask: 0,
+            ..
+        }
+    ));
+    let bad = Quirks::parse(&["limit=nope:0:1"]).unwrap();
+    assert!(firmware::check_quirks(&PARAMS, &bad)
+        .unwrap_err()
+        .contains("nope"));
+}
+
+#[test]
+fn quirk_trip_in_reset_trips_outside_an_episode() {
+    let mut h = Host::new(with_quirks(&["trip-in-reset=1"]));
+    let got = h.set_params(&defaults());
+    assert!(
+        matches!(
+            got[..],
+            [
+                RobotMsg::ParamsApplied { .. },
+                RobotMsg::SafetyTrip {
+                    trial: 0,
+                    episode: 0,
+                    step: 0,
+                    reason: TripReason::BodyHeight,
+                    ..
+                }
+            ]
+        ),
+        "{got:?}"
+    );
+    assert_eq!(h.fw.state(), RobotState::Stopped);
+}
+
+#[test]
+fn quirks_that_break_the_spec_do_what_they_say() {
+    // no-ready: heartbeats say Ready, no Ready frame.
+    let mut h = Host::new(with_quirks(&["no-ready"]));
+    let got = h.set_params(&defaults());
+    assert!(
+        matches!(got[..], [RobotMsg::ParamsApplied { .. }]),
+        "{got:?}"
+    );
+    h.advance(150 * MS);
+    assert_eq!(h.heartbeats.last().unwrap().1, RobotState::Ready);
+    // late-estop=3: Ack, then three more steps.
+    let mut h = ready_host(with_quirks(&["late-estop=3"]));
+    h.start(1, 100, 1);
+    h.poll();
+    h.take();
+    h.send(HostMsg::EStop);
+    h.pump();
+    let got = h.take();
+    assert!(matches!(got[0], RobotMsg::Ack { .. }));
+    assert_eq!(steps(&got).len(), 3, "{got:?}");
+    assert_eq!(h.fw.state(), RobotState::Stopped);
+    // no-latch: SetParams accepted after EStop.
+    let mut h = ready_host(with_quirks(&["no-latch"]));
+    h.send(HostMsg::EStop);
+    h.take();
+    assert!(matches!(
+        h.set_params(&defaults())[0],
+        RobotMsg::ParamsApplied { .. }
+    ));
+    // ignore-abort: Ack, no EpisodeEnd.
+    let mut h = ready_host(with_quirks(&["ignore-abort"]));
+    h.start(1, 1000, 1);
+    h.poll();
+    h.send(HostMsg::Abort);
+    let got = h.take();
+    assert!(!got.iter().any(|m| matches!(m, RobotMsg::EpisodeEnd { .. })));
+    assert_eq!(h.fw.state(), RobotState::Running);
+    // step-before-ack and miscount-steps.
+    let mut h = ready_host(with_quirks(&["step-before-ack", "miscount-steps"]));
+    let seq = h.start(1, 4, 1);
+    h.pump();
+    let got = h.take();
+    assert!(matches!(got[0], RobotMsg::Step(_)), "{got:?}");
+    assert_eq!(got[1], RobotMsg::Ack { ack_seq: seq });
+    assert!(got
+        .iter()
+        .any(|m| matches!(m, RobotMsg::EpisodeEnd { steps: 5, .. })));
+    // no-retry-store: a retried StartEpisode is executed again (Nack InvalidState).
+    let mut h = ready_host(FirmwareOptions {
+        step_delay: 20 * MS,
+        ..with_quirks(&["no-retry-store"])
+    });
+    let start = HostMsg::StartEpisode {
+        trial: 5,
+        episode: 0,
+        max_steps: 3,
+        seed: 9,
+    };
+    h.send_seq(500, start);
+    h.send_seq(500, start);
+    let got = h.take();
+    assert!(got.contains(&nack(500, NackCode::InvalidState)), "{got:?}");
+    // bad-schema-hash.
+    let good = Host::new(options()).fw.schema_hash();
+    assert_ne!(
+        Host::new(with_quirks(&["bad-schema-hash"]))
+            .fw
+            .schema_hash(),
+        good
+    );
 }
