@@ -146,6 +146,10 @@ pub struct RobotConfig {
     /// Longest wait for the robot to report Ready (reset done) before an episode, ms.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout_ms: u64,
+    /// Slack on an episode's deadline, ms: an episode whose EpisodeEnd has not come by
+    /// `max_steps × step_period × 1.25 + episode_margin_ms` is recovered or run again.
+    #[serde(default = "default_episode_margin")]
+    pub episode_margin_ms: u64,
 }
 
 /// `[sim]`: the simulated robot the daemon starts when `robot.device = "sim"`.
@@ -271,6 +275,9 @@ fn default_silence_timeout() -> u64 {
 }
 fn default_ready_timeout() -> u64 {
     30_000
+}
+fn default_episode_margin() -> u64 {
+    2_000
 }
 fn default_sim_model() -> String {
     "synthetic".into()

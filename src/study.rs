@@ -451,6 +451,31 @@ impl Study {
             .report_intermediate(self.id, number, step, value)?)
     }
 
+    /// Records several intermediate values of a running trial in one transaction.
+    pub fn report_many(&mut self, number: u64, values: &[(u64, f64)]) -> Result<(), StudyError> {
+        Ok(self.storage.report_intermediates(self.id, number, values)?)
+    }
+
+    /// Replaces the parameters of an unfinished trial (e.g. with the values the robot
+    /// actually applied after clamping); they must be values of the search space.
+    pub fn set_params(&mut self, number: u64, params: &Params) -> Result<(), StudyError> {
+        self.space
+            .check_params(params)
+            .map_err(|e| self.invalid(format!("trial {number}: cannot record parameters: {e}")))?;
+        Ok(self.storage.set_trial_params(self.id, number, params)?)
+    }
+
+    /// Puts a trial back in the queue if it is still RUNNING; returns whether it was.
+    pub fn requeue_if_running(&mut self, number: u64) -> Result<bool, StudyError> {
+        match self.storage.get_trial(self.id, number)? {
+            Some(t) if t.state == TrialState::Running => {
+                self.mark_waiting(number)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Records a finished episode of a running trial.
     pub fn add_episode(&mut self, number: u64, episode: EpisodeRecord) -> Result<(), StudyError> {
         Ok(self.storage.add_episode(self.id, number, &episode)?)

@@ -1,5 +1,23 @@
-//! The host side of a protocol session: handshake, commands with acknowledgement and retry,
-//! heartbeats, and the stream of episode events. Knows nothing about samplers or studies.
+//! The host side of a protocol session: handshake and version negotiation, commands with
+//! acknowledgement and retry, heartbeats, and the stream of the episode in flight, with every
+//! lost, duplicated, corrupted or stale frame turned into a bounded recovery or a clear error.
+//! Knows nothing about samplers or studies.
+//!
+//! What the robot says between answers is judged by the [`Session`] state machine; this file
+//! does the I/O around it and the recoveries that need the robot's help:
+//!
+//! | what happened | how it shows | what the link does |
+//! |---|---|---|
+//! | an answer lost or corrupted | no answer within `response_timeout` | resends with the same seq (SPEC §7.4), `retries` times |
+//! | a Step lost or corrupted | the next step's index jumps | [`RobotEvent::StepsMissed`] |
+//! | a Step duplicated | a repeated index | dropped |
+//! | a Ready lost | a heartbeat says Ready | ready all the same |
+//! | an EpisodeEnd (or SafetyTrip) lost | a heartbeat or Ready says the episode is over | v2: asks GetStatus and delivers the end it reports; v1: [`LinkError::EpisodeLost`] (re-run the episode) |
+//! | no EpisodeEnd by the deadline | `max_steps × step_period × 1.25 + episode_margin` passed | as above (v2 Status, else `EpisodeLost`) |
+//! | the robot rebooted | uptime went backwards, or Idle with parameters applied | repeats the handshake, checks the schema, [`LinkError::Rebooted`] (re-run the trial) |
+//! | frames of an earlier session | buffered in the line at open, or not of the episode watched | drained at open; dropped ([`Session`]) |
+//! | the robot latched outside an episode | SafetyTrip or a heartbeat saying Stopped while waiting for Ready | [`LinkError::Latched`] with the cause |
+//! | silence | no valid frame for `silence_timeout` | [`LinkError::Lost`] |
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -8,14 +26,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firmware_protocol::{
-    decode, encode, DecodeError, EpisodeStatus, Frame, FrameAccumulator, HostMsg, NackCode,
-    ParamValues, RobotMsg, RobotState, SchemaHasher, Step, TripReason, MAX_FRAME, MAX_PARAMS,
-    PROTOCOL_VERSION,
+    decode, encode, DecodeError, EpisodePhase, EpisodeStatus, Frame, FrameAccumulator, HostMsg,
+    NackCode, ParamValues, RobotMsg, RobotState, SchemaHasher, Status, Step, StopCause, TripReason,
+    MAX_FRAME, MAX_PARAMS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
 use super::port::Port;
+use super::session::{Latch, LieKind, Noticed, Session};
 
 /// Timeouts and retry policy of a link.
 #[derive(Debug, Clone)]
@@ -26,6 +45,9 @@ pub struct LinkSettings {
     pub retries: u32,
     /// No frame at all from the robot for this long means the link is lost.
     pub silence_timeout: Duration,
+    /// Added to an episode's nominal length (`max_steps × step_period × 1.25`) to give its
+    /// deadline.
+    pub episode_margin: Duration,
 }
 
 impl Default for LinkSettings {
@@ -34,9 +56,15 @@ impl Default for LinkSettings {
             response_timeout: Duration::from_millis(250),
             retries: 3,
             silence_timeout: Duration::from_secs(2),
+            episode_margin: Duration::from_secs(2),
         }
     }
 }
+
+/// How long the link discards input after opening: frames already waiting in the line are
+/// from an earlier session. It stops early after this much quiet.
+const DRAIN_LIMIT: Duration = Duration::from_millis(300);
+const DRAIN_QUIET: Duration = Duration::from_millis(30);
 
 /// One parameter the firmware declares, with its hard limits.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -58,6 +86,8 @@ pub struct RobotInfo {
     pub robot_id: String,
     /// Firmware version "major.minor.patch".
     pub firmware_version: String,
+    /// The protocol version both sides speak (negotiated: 2, or 1 with an older firmware).
+    pub protocol_version: u16,
     /// Changes at every boot of the firmware.
     pub boot_id: u32,
     /// Declared parameters in index order.
@@ -79,30 +109,42 @@ pub struct Applied {
     pub clamped: Vec<usize>,
 }
 
-/// Something the robot reported during or around an episode.
+/// What the robot says about itself right now.
+#[derive(Debug, Clone, Copy)]
+pub struct RobotSnapshot {
+    /// Its state (from GetStatus, or its next heartbeat with a version-1 firmware).
+    pub state: RobotState,
+    /// The whole Status (protocol v2 only).
+    pub status: Option<Status>,
+}
+
+/// Something the robot reported about the episode in flight. Only the watched episode's
+/// frames become events; each step once, in order.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RobotEvent {
     /// One control step of telemetry.
     Step(Step),
+    /// Steps `from..to` never arrived (lost or corrupted on the line); the next Step (if any)
+    /// is `to`.
+    StepsMissed {
+        /// First missing step.
+        from: u32,
+        /// One past the last missing step.
+        to: u32,
+    },
     /// The episode ended.
     EpisodeEnd {
-        /// Trial number.
-        trial: u32,
-        /// Episode index.
-        episode: u16,
         /// Sum of rewards.
         episode_return: f32,
         /// Steps run.
         steps: u32,
         /// How it ended.
         status: EpisodeStatus,
+        /// The EpisodeEnd frame was lost and this was recovered from the robot's Status.
+        recovered: bool,
     },
     /// The firmware's own safety limit stopped the robot (latched).
     SafetyTrip {
-        /// Trial number.
-        trial: u32,
-        /// Episode index.
-        episode: u16,
         /// Step at the trip.
         step: u32,
         /// Which limit.
@@ -110,6 +152,23 @@ pub enum RobotEvent {
         /// The value that tripped it.
         value: f32,
     },
+}
+
+/// A link fault the link recovered from (or that the daemon recovered from with a re-run),
+/// recorded with the trial in flight as `link_incidents`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Incident {
+    /// What happened: `retry`, `lost_episode_end`, `reboot`, `stale_frames`, `step_gap`,
+    /// `episode_rerun`, `trial_rerun`, `watchdog_trip`, `deadline`.
+    pub kind: &'static str,
+    /// The episode it hit, if any.
+    pub episode: Option<u32>,
+    /// From the fault's first sign (or the last progress before it) to normal work again, ms.
+    pub recovery_ms: f64,
+    /// Robot time spent on work that had to be thrown away or waited out, ms.
+    pub robot_ms_lost: f64,
+    /// Human-readable detail.
+    pub detail: String,
 }
 
 /// Why talking to the robot failed. Every variant names the device.
@@ -124,7 +183,7 @@ pub enum LinkError {
         source: io::Error,
     },
     /// A command was not answered after every retry.
-    #[error("robot on {device} did not answer {command} with {expected} within {timeout_ms} ms ({attempts} attempts). Is the firmware running and speaking gaittune protocol v{PROTOCOL_VERSION} at this baud rate?")]
+    #[error("robot on {device} did not answer {command} with {expected} within {timeout_ms} ms ({attempts} attempts). Is the firmware running and speaking gaittune protocol v{MIN_PROTOCOL_VERSION}..v{PROTOCOL_VERSION} at this baud rate?")]
     NoResponse {
         /// Device path.
         device: String,
@@ -173,6 +232,40 @@ pub enum LinkError {
         /// How long we waited.
         timeout_ms: u64,
     },
+    /// The episode in flight is over but its result was lost; re-run it.
+    #[error("robot on {device}: the result of episode {episode} was lost ({why})")]
+    EpisodeLost {
+        /// Device path.
+        device: String,
+        /// The episode index.
+        episode: u16,
+        /// What showed it.
+        why: String,
+        /// The robot's state when it was noticed, if known.
+        state: Option<RobotState>,
+    },
+    /// The robot rebooted; the handshake was repeated and the schema is unchanged, but the
+    /// parameter set and any episode in flight are gone: re-run the trial.
+    #[error("robot on {device} rebooted ({why}); new boot id {boot_id:#010x}")]
+    Rebooted {
+        /// Device path.
+        device: String,
+        /// What showed it.
+        why: String,
+        /// The new boot id.
+        boot_id: u32,
+    },
+    /// The robot latched itself stopped outside an episode (a safety trip during its reset,
+    /// its own stop button, ...).
+    #[error("robot on {device} is latched stopped outside an episode: {cause}")]
+    Latched {
+        /// Device path.
+        device: String,
+        /// What the robot said.
+        cause: String,
+        /// Its watchdog latched it (the host went quiet): not a fault of the robot's.
+        watchdog: bool,
+    },
 }
 
 struct FrameWriter {
@@ -180,7 +273,7 @@ struct FrameWriter {
     seq: u16,
 }
 
-/// The write half of a link, shareable with other threads (the Ctrl-C handler, the panic
+/// The write half of a link, shareable with other threads (the signal thread, the panic
 /// hook) so they can send EStop without the async runtime.
 #[derive(Clone)]
 pub struct Sender {
@@ -231,6 +324,14 @@ enum Incoming {
     Closed(String),
 }
 
+/// Something the session noticed that the current wait must act on.
+#[derive(Debug, Clone)]
+enum Fault {
+    EndMissing(RobotState),
+    Reboot(&'static str),
+    Lie(String),
+}
+
 /// A protocol session with one robot.
 pub struct RobotLink {
     device: String,
@@ -239,12 +340,24 @@ pub struct RobotLink {
     events: VecDeque<RobotEvent>,
     settings: LinkSettings,
     info: Option<RobotInfo>,
-    ready: bool,
+    session: Session,
     state: Option<RobotState>,
+    heartbeats_seen: u64,
+    fault: Option<Fault>,
+    episode: Option<EpisodeClock>,
+    incidents: Vec<Incident>,
     stop_reader: Arc<AtomicBool>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     bad_frames: u64,
     guard: GuardSlot,
+}
+
+/// Times of the episode in flight.
+#[derive(Debug, Clone, Copy)]
+struct EpisodeClock {
+    episode: u16,
+    started: Instant,
+    deadline: tokio::time::Instant,
 }
 
 impl RobotLink {
@@ -296,8 +409,12 @@ impl RobotLink {
             events: VecDeque::new(),
             settings,
             info: None,
-            ready: false,
+            session: Session::new(),
             state: None,
+            heartbeats_seen: 0,
+            fault: None,
+            episode: None,
+            incidents: Vec::new(),
             stop_reader,
             heartbeat: None,
             bad_frames: 0,
@@ -335,18 +452,86 @@ impl RobotLink {
         self.bad_frames
     }
 
-    /// Hello → Info, then every ParamInfo; verifies the protocol version and the schema hash,
-    /// then starts host heartbeats at a quarter of the firmware's watchdog period.
+    /// Frames dropped as belonging to no episode in flight (earlier sessions, duplicates of
+    /// finished episodes).
+    pub fn stale_frames(&self) -> u64 {
+        self.session.stale_frames()
+    }
+
+    /// The incidents recorded since the last call.
+    pub fn take_incidents(&mut self) -> Vec<Incident> {
+        std::mem::take(&mut self.incidents)
+    }
+
+    /// Records an incident the caller recovered from (e.g. a re-run episode).
+    pub fn record_incident(&mut self, incident: Incident) {
+        self.incidents.push(incident);
+    }
+
+    /// Discards what the line holds from before this session, negotiates the protocol
+    /// version (2, or 1 with an older firmware), reads every parameter declaration and
+    /// verifies the schema hash, then starts host heartbeats at a quarter of the firmware's
+    /// watchdog period.
     pub async fn handshake(&mut self) -> Result<RobotInfo, LinkError> {
-        let info = self
-            .request(
-                HostMsg::Hello {
-                    protocol_version: PROTOCOL_VERSION,
-                },
-                "Hello",
-                "Info",
-            )
-            .await?;
+        let drained = self.drain().await?;
+        if drained > 0 {
+            self.incidents.push(Incident {
+                kind: "stale_frames",
+                episode: None,
+                recovery_ms: 0.0,
+                robot_ms_lost: 0.0,
+                detail: format!("{drained} frames from before this session discarded at open"),
+            });
+        }
+        let info = self.hello().await?;
+        self.start_heartbeats(Duration::from_millis(
+            (info.watchdog_ms as u64 / 4).clamp(1, 500),
+        ));
+        self.info = Some(info.clone());
+        Ok(info)
+    }
+
+    async fn drain(&mut self) -> Result<u64, LinkError> {
+        let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
+        let mut drained = 0u64;
+        loop {
+            let quiet = (tokio::time::Instant::now() + DRAIN_QUIET).min(limit);
+            match self.recv_until(quiet).await? {
+                Some(_) => drained += 1,
+                None => return Ok(drained),
+            }
+        }
+    }
+
+    /// Hello (newest version first), then every ParamInfo and the schema hash check.
+    async fn hello(&mut self) -> Result<RobotInfo, LinkError> {
+        let mut version = PROTOCOL_VERSION;
+        let reply = loop {
+            match self
+                .request(
+                    HostMsg::Hello {
+                        protocol_version: version,
+                    },
+                    "Hello",
+                    "Info",
+                )
+                .await
+            {
+                Err(LinkError::Nack {
+                    code: NackCode::UnsupportedVersion,
+                    ..
+                }) if version > MIN_PROTOCOL_VERSION => version -= 1,
+                Err(LinkError::Nack {
+                    code: NackCode::UnsupportedVersion,
+                    ..
+                }) => {
+                    return Err(self.protocol(format!(
+                        "speaks none of protocol versions {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION} (it refused each with UnsupportedVersion); update the firmware or gaittune"
+                    )))
+                }
+                other => break other?,
+            }
+        };
         let RobotMsg::Info {
             protocol_version,
             robot_id,
@@ -359,23 +544,18 @@ impl RobotLink {
             watchdog_ms,
             step_period_us,
             ..
-        } = info
+        } = reply
         else {
-            return Err(self.protocol(format!("answered Hello with {info:?}")));
+            return Err(self.protocol(format!("answered Hello with {reply:?}")));
         };
-        if protocol_version != PROTOCOL_VERSION {
+        if protocol_version != version {
             return Err(self.protocol(format!(
-                "firmware speaks protocol version {protocol_version}, this gaittune speaks {PROTOCOL_VERSION}; update one of them"
+                "answered Hello for protocol version {version} with an Info for version {protocol_version}"
             )));
-        }
-        if watchdog_ms == 0 {
-            return Err(self.protocol(
-                "declares a watchdog of 0 ms: a firmware without a host watchdog is not safe to tune on".into(),
-            ));
         }
         if param_count as usize > MAX_PARAMS {
             return Err(self.protocol(format!(
-                "declares {param_count} parameters, more than the protocol's {MAX_PARAMS}"
+                "declares {param_count} parameters; the protocol allows at most {MAX_PARAMS}"
             )));
         }
         let mut params = Vec::with_capacity(param_count as usize);
@@ -430,20 +610,16 @@ impl RobotLink {
                 hasher.finish()
             )));
         }
-        let info = RobotInfo {
+        Ok(RobotInfo {
             robot_id: robot_id.as_str().to_string(),
             firmware_version: format!("{fw_major}.{fw_minor}.{fw_patch}"),
+            protocol_version: version,
             boot_id,
             params,
             schema_hash,
             watchdog_ms,
             step_period_us,
-        };
-        self.start_heartbeats(Duration::from_millis(
-            (watchdog_ms as u64 / 4).clamp(1, 500),
-        ));
-        self.info = Some(info.clone());
-        Ok(info)
+        })
     }
 
     fn start_heartbeats(&mut self, period: Duration) {
@@ -462,6 +638,46 @@ impl RobotLink {
                 }
             }
         }));
+    }
+
+    fn version(&self) -> u16 {
+        self.info
+            .as_ref()
+            .map_or(MIN_PROTOCOL_VERSION, |i| i.protocol_version)
+    }
+
+    /// What the robot says about itself now: GetStatus with a version-2 firmware, else its
+    /// next heartbeat.
+    pub async fn snapshot(&mut self) -> Result<RobotSnapshot, LinkError> {
+        if self.version() >= 2 {
+            let status = self.status().await?;
+            return Ok(RobotSnapshot {
+                state: status.state,
+                status: Some(status),
+            });
+        }
+        let seen = self.heartbeats_seen;
+        let deadline = tokio::time::Instant::now() + self.settings.silence_timeout;
+        while self.heartbeats_seen == seen {
+            match self.recv_until(deadline).await? {
+                Some(frame) => self.absorb(frame),
+                None => return Err(self.silent()),
+            }
+        }
+        Ok(RobotSnapshot {
+            state: self.state.unwrap_or(RobotState::Idle),
+            status: None,
+        })
+    }
+
+    async fn status(&mut self) -> Result<Status, LinkError> {
+        match self
+            .request(HostMsg::GetStatus, "GetStatus", "Status")
+            .await?
+        {
+            RobotMsg::Status(s) => Ok(s),
+            other => Err(self.protocol(format!("answered GetStatus with {other:?}"))),
+        }
     }
 
     /// Sends a whole parameter set and checks the firmware's echo.
@@ -521,17 +737,37 @@ impl RobotLink {
                 )));
             }
         }
-        self.ready = false;
+        let declared_bits = match sent.len() {
+            64.. => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        if clamped_mask & !declared_bits != 0 {
+            return Err(self.protocol(format!(
+                "reported clamp mask {clamped_mask:#x} with bits past its {} parameters",
+                sent.len()
+            )));
+        }
+        self.session.params_applied();
         Ok(Applied {
             values: applied.as_slice().iter().map(|&v| v as f64).collect(),
             clamped,
         })
     }
 
-    /// Waits until the firmware reports Ready (reset done) after the last command.
+    /// Waits until the firmware reports Ready (a Ready frame, or a heartbeat saying Ready,
+    /// after the answer to the last command). Fails at once with [`LinkError::Latched`] if
+    /// the robot latches itself meanwhile (a trip during its reset), and with
+    /// [`LinkError::Rebooted`] if it rebooted.
     pub async fn wait_ready(&mut self, limit: Duration) -> Result<(), LinkError> {
         let deadline = tokio::time::Instant::now() + limit;
-        while !self.ready {
+        loop {
+            self.settle_fault().await?;
+            if self.session.ready() {
+                return Ok(());
+            }
+            if let Some(latch) = self.session.latch() {
+                return Err(self.latched(latch).await);
+            }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(LinkError::Timeout {
@@ -547,10 +783,108 @@ impl RobotLink {
                 None => {}
             }
         }
-        Ok(())
     }
 
-    /// Starts one episode with the applied parameters. Telemetry follows as events.
+    /// Describes a latch seen outside an episode, asking the robot for its cause (v2).
+    async fn latched(&mut self, latch: Latch) -> LinkError {
+        let tripped = |r: TripReason, value: f32| match r {
+            TripReason::Watchdog => {
+                format!("its watchdog tripped after {value:.0} ms without a host frame")
+            }
+            _ => format!("its {r:?} limit tripped (value {value})"),
+        };
+        let (cause, reason) = match latch {
+            Latch::Trip { reason, value } => (tripped(reason, value), Some(reason)),
+            Latch::Stopped => match self.status_if_v2().await {
+                Some(s) if s.stop_cause == StopCause::EStop => (
+                    "an EStop gaittune did not send (its own stop button?)".to_string(),
+                    None,
+                ),
+                Some(s) => match s.stop_cause.trip_reason() {
+                    Some(r) => (tripped(r, s.stop_value), Some(r)),
+                    None => ("it reports state Stopped".to_string(), None),
+                },
+                None => (
+                    "it reports state Stopped (cause unknown: a version-1 firmware)".into(),
+                    None,
+                ),
+            },
+        };
+        LinkError::Latched {
+            device: self.device.clone(),
+            cause,
+            watchdog: reason == Some(TripReason::Watchdog),
+        }
+    }
+
+    async fn status_if_v2(&mut self) -> Option<Status> {
+        if self.version() < 2 {
+            return None;
+        }
+        self.status().await.ok()
+    }
+
+    /// Acts on a reboot the session noticed (outside an episode: there the episode's wait
+    /// handles it).
+    async fn settle_fault(&mut self) -> Result<(), LinkError> {
+        match self.fault.take() {
+            None => Ok(()),
+            Some(Fault::Reboot(why)) => self.confirm_reboot(why).await,
+            Some(Fault::Lie(detail)) => Err(self.protocol(detail)),
+            // Only raised while an episode is watched; nothing to do outside one.
+            Some(Fault::EndMissing(_)) => Ok(()),
+        }
+    }
+
+    /// Repeats the handshake after signs of a reboot. A new boot id confirms it: the schema
+    /// must be unchanged, and [`LinkError::Rebooted`] tells the caller to start the trial
+    /// over. The same boot id was a false alarm.
+    async fn confirm_reboot(&mut self, why: &'static str) -> Result<(), LinkError> {
+        let noticed = Instant::now();
+        let old = self.info.clone();
+        let info = self.hello().await?;
+        let Some(old) = old else {
+            self.info = Some(info);
+            return Ok(());
+        };
+        if info.boot_id == old.boot_id {
+            tracing::warn!(
+                "{}: the robot looked rebooted ({why}) but its boot id is unchanged",
+                self.device
+            );
+            return Ok(());
+        }
+        if info.schema_hash != old.schema_hash || info.params != old.params {
+            return Err(self.protocol(format!(
+                "rebooted with a different parameter schema (hash {:#010x}, was {:#010x}): a firmware update? Restart gaittune to check the search space against the new declarations",
+                info.schema_hash, old.schema_hash
+            )));
+        }
+        let boot_id = info.boot_id;
+        self.info = Some(info);
+        self.session.restart();
+        self.events.clear();
+        let lost = self
+            .episode
+            .take()
+            .map(|e| (e.episode, e.started.elapsed()));
+        self.incidents.push(Incident {
+            kind: "reboot",
+            episode: lost.map(|l| l.0 as u32),
+            recovery_ms: ms(noticed.elapsed()),
+            robot_ms_lost: lost.map_or(0.0, |l| ms(l.1)),
+            detail: format!("{why}; new boot id {boot_id:#010x}"),
+        });
+        Err(LinkError::Rebooted {
+            device: self.device.clone(),
+            why: why.to_string(),
+            boot_id,
+        })
+    }
+
+    /// Starts one episode with the applied parameters (call after [`Self::wait_ready`]).
+    /// Its telemetry follows as events ([`Self::next_event`]); frames of any other episode
+    /// are dropped.
     pub async fn start_episode(
         &mut self,
         trial: u32,
@@ -558,16 +892,41 @@ impl RobotLink {
         max_steps: u32,
         seed: u64,
     ) -> Result<(), LinkError> {
-        self.command(
-            HostMsg::StartEpisode {
-                trial,
-                episode,
-                max_steps,
-                seed,
-            },
-            "StartEpisode",
-        )
-        .await
+        let now = Instant::now();
+        self.events.clear();
+        if matches!(self.fault, Some(Fault::EndMissing(_))) {
+            self.fault = None;
+        }
+        self.session.watch(trial, episode, max_steps, now);
+        let period = self.info.as_ref().map_or(0, |i| i.step_period_us) as f64;
+        let nominal = Duration::from_secs_f64(max_steps as f64 * period * 1.25 / 1e6);
+        self.episode = Some(EpisodeClock {
+            episode,
+            started: now,
+            deadline: tokio::time::Instant::now() + nominal + self.settings.episode_margin,
+        });
+        let result = self
+            .command(
+                HostMsg::StartEpisode {
+                    trial,
+                    episode,
+                    max_steps,
+                    seed,
+                },
+                "StartEpisode",
+            )
+            .await;
+        match result {
+            Ok(()) => {
+                self.session.started(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                self.session.unwatch();
+                self.episode = None;
+                Err(e)
+            }
+        }
     }
 
     /// Stops the motors now and latches; waits for the acknowledgement.
@@ -585,34 +944,149 @@ impl RobotLink {
         self.command(HostMsg::Abort, "Abort").await
     }
 
-    /// The next episode event. Fails if the robot goes silent for the silence timeout.
-    /// Cancel-safe: nothing is lost if the future is dropped.
+    /// Stops watching the episode in flight (after giving it up).
+    pub fn forget_episode(&mut self) {
+        self.session.unwatch();
+        self.episode = None;
+        self.events.clear();
+        self.fault = None;
+    }
+
+    /// The next event of the episode in flight. Fails with [`LinkError::EpisodeLost`] when
+    /// its result is lost for good, [`LinkError::Rebooted`] when the robot rebooted, and
+    /// [`LinkError::Lost`] when the robot goes silent. Cancel-safe: nothing is lost if the
+    /// future is dropped.
     pub async fn next_event(&mut self) -> Result<RobotEvent, LinkError> {
         loop {
             if let Some(ev) = self.events.pop_front() {
+                if matches!(ev, RobotEvent::EpisodeEnd { .. }) {
+                    self.episode = None;
+                }
                 return Ok(ev);
             }
-            let deadline = tokio::time::Instant::now() + self.settings.silence_timeout;
-            match self.recv_until(deadline).await? {
+            match self.fault.take() {
+                Some(Fault::EndMissing(state)) => {
+                    let why = format!("the robot reports {state:?} but its EpisodeEnd never came");
+                    self.recover_end(why, Some(state)).await?;
+                    continue;
+                }
+                Some(other) => {
+                    self.fault = Some(other);
+                    self.settle_fault().await?;
+                    continue;
+                }
+                None => {}
+            }
+            let now = tokio::time::Instant::now();
+            let silence = now + self.settings.silence_timeout;
+            let deadline = self.episode.map(|e| e.deadline);
+            if deadline.is_some_and(|d| d <= now) {
+                let why = "no EpisodeEnd by its deadline (max_steps × step_period × 1.25 + episode_margin)".to_string();
+                self.recover_end(why, None).await?;
+                continue;
+            }
+            let until = deadline.map_or(silence, |d| d.min(silence));
+            match self.recv_until(until).await? {
                 Some(frame) => self.absorb(frame),
-                None => return Err(self.silent()),
+                None if until == silence => return Err(self.silent()),
+                None => {}
             }
         }
+    }
+
+    /// The episode in flight is over (or overdue) without its EpisodeEnd: with a version-2
+    /// firmware, the Status carries its end; otherwise it is lost.
+    async fn recover_end(
+        &mut self,
+        why: String,
+        state: Option<RobotState>,
+    ) -> Result<(), LinkError> {
+        let noticed = Instant::now();
+        let Some((trial, episode, next_step)) = self.session.watched() else {
+            return Ok(());
+        };
+        let since = self.session.last_progress().unwrap_or(noticed);
+        if let Some(status) = self.status_if_v2().await {
+            if self
+                .info
+                .as_ref()
+                .is_some_and(|i| i.boot_id != status.boot_id)
+            {
+                return self.confirm_reboot("GetStatus reports a new boot id").await;
+            }
+            if status.phase == EpisodePhase::Ended
+                && (status.trial, status.episode) == (trial, episode)
+            {
+                self.deliver_recovered_end(&status, next_step);
+                self.session.unwatch();
+                self.incidents.push(Incident {
+                    kind: "lost_episode_end",
+                    episode: Some(episode as u32),
+                    recovery_ms: ms(since.elapsed()),
+                    robot_ms_lost: 0.0,
+                    detail: format!("{why}; recovered from the robot's Status"),
+                });
+                return Ok(());
+            }
+            let state = Some(status.state);
+            return Err(self.episode_lost(episode, why, state));
+        }
+        Err(self.episode_lost(episode, why, state.or(self.state)))
+    }
+
+    fn episode_lost(&mut self, episode: u16, why: String, state: Option<RobotState>) -> LinkError {
+        self.session.unwatch();
+        self.events.clear();
+        LinkError::EpisodeLost {
+            device: self.device.clone(),
+            episode,
+            why,
+            state,
+        }
+    }
+
+    /// Queues what a Status says about an episode whose SafetyTrip/EpisodeEnd were lost.
+    fn deliver_recovered_end(&mut self, status: &Status, next_step: u32) {
+        if status.steps > next_step {
+            self.events.push_back(RobotEvent::StepsMissed {
+                from: next_step,
+                to: status.steps,
+            });
+        }
+        if status.end_status == EpisodeStatus::SafetyTrip {
+            if let Some(reason) = status.stop_cause.trip_reason() {
+                // A limit trips on the step that showed it; the watchdog on the step that
+                // did not run (SPEC §10.2, §10.4).
+                let step = if reason == TripReason::Watchdog {
+                    status.steps
+                } else {
+                    status.steps.saturating_sub(1)
+                };
+                self.events.push_back(RobotEvent::SafetyTrip {
+                    step,
+                    reason,
+                    value: status.stop_value,
+                });
+            }
+        }
+        self.events.push_back(RobotEvent::EpisodeEnd {
+            episode_return: status.episode_return,
+            steps: status.steps,
+            status: status.end_status,
+            recovered: true,
+        });
     }
 
     async fn command(&mut self, msg: HostMsg, name: &'static str) -> Result<(), LinkError> {
         let reply = self.request(msg, name, "Ack").await?;
         match reply {
-            RobotMsg::Ack { .. } => {
-                self.ready = false;
-                Ok(())
-            }
+            RobotMsg::Ack { .. } => Ok(()),
             other => Err(self.protocol(format!("answered {name} with {other:?}"))),
         }
     }
 
     /// Sends `msg` and waits for the answer carrying its sequence number, resending with the
-    /// same number on timeout. Other frames that arrive meanwhile are absorbed as events.
+    /// same number on timeout. Other frames that arrive meanwhile go to the session.
     async fn request(
         &mut self,
         msg: HostMsg,
@@ -621,6 +1095,13 @@ impl RobotLink {
     ) -> Result<RobotMsg, LinkError> {
         let seq = self.sender.next_seq();
         let attempts = self.settings.retries + 1;
+        let first_sent = Instant::now();
+        // Queries and the handshake do not change the robot: what it said before their
+        // answer stays true.
+        let changes_state = !matches!(
+            msg,
+            HostMsg::GetStatus | HostMsg::Hello { .. } | HostMsg::GetParamInfo { .. }
+        );
         for attempt in 0..attempts {
             if attempt > 0 {
                 tracing::debug!("{}: resending {name} (seq {seq})", self.device);
@@ -632,6 +1113,19 @@ impl RobotLink {
             while let Some(frame) = self.recv_until(deadline).await? {
                 match answer_seq(&frame.msg) {
                     Some(ack) if ack == seq => {
+                        if changes_state {
+                            self.session.answer_received();
+                        }
+                        if attempt > 0 {
+                            let waited = ms(first_sent.elapsed());
+                            self.incidents.push(Incident {
+                                kind: "retry",
+                                episode: None,
+                                recovery_ms: waited,
+                                robot_ms_lost: waited,
+                                detail: format!("{name} answered after {} attempts", attempt + 1),
+                            });
+                        }
                         if let RobotMsg::Nack { code, .. } = frame.msg {
                             return Err(LinkError::Nack {
                                 device: self.device.clone(),
@@ -667,45 +1161,56 @@ impl RobotLink {
                 Ok(Some(Incoming::Closed(reason))) => return Err(self.lost(reason)),
                 Ok(Some(Incoming::Bad(err))) => {
                     self.bad_frames += 1;
-                    tracing::warn!("{}: dropped a corrupted frame ({err:?})", self.device);
+                    tracing::debug!("{}: dropped a corrupted frame ({err:?})", self.device);
                 }
                 Ok(Some(Incoming::Frame(frame))) => return Ok(Some(frame)),
             }
         }
     }
 
+    /// Hands a frame that answers nothing to the session and queues what it showed.
     fn absorb(&mut self, frame: Frame<RobotMsg>) {
-        match frame.msg {
-            RobotMsg::Heartbeat { state, .. } => self.state = Some(state),
-            RobotMsg::Ready => self.ready = true,
-            RobotMsg::Step(step) => self.events.push_back(RobotEvent::Step(step)),
-            RobotMsg::EpisodeEnd {
-                trial,
-                episode,
-                episode_return,
-                steps,
-                status,
-            } => self.events.push_back(RobotEvent::EpisodeEnd {
-                trial,
-                episode,
-                episode_return,
-                steps,
-                status,
-            }),
-            RobotMsg::SafetyTrip {
-                trial,
-                episode,
-                step,
-                reason,
-                value,
-            } => self.events.push_back(RobotEvent::SafetyTrip {
-                trial,
-                episode,
-                step,
-                reason,
-                value,
-            }),
-            other => tracing::debug!("{}: unsolicited {other:?}", self.device),
+        if let RobotMsg::Heartbeat { state, .. } = frame.msg {
+            self.state = Some(state);
+            self.heartbeats_seen += 1;
+        }
+        for noticed in self.session.on_frame(&frame.msg, Instant::now()) {
+            match noticed {
+                Noticed::Step(step) => self.events.push_back(RobotEvent::Step(step)),
+                Noticed::StepsMissed { from, to } => {
+                    self.events.push_back(RobotEvent::StepsMissed { from, to })
+                }
+                Noticed::End {
+                    episode_return,
+                    steps,
+                    status,
+                } => self.events.push_back(RobotEvent::EpisodeEnd {
+                    episode_return,
+                    steps,
+                    status,
+                    recovered: false,
+                }),
+                Noticed::Trip {
+                    step,
+                    reason,
+                    value,
+                } => self.events.push_back(RobotEvent::SafetyTrip {
+                    step,
+                    reason,
+                    value,
+                }),
+                Noticed::EndMissing { state } => {
+                    self.fault.get_or_insert(Fault::EndMissing(state));
+                }
+                Noticed::Reboot { why } => self.fault = Some(Fault::Reboot(why)),
+                Noticed::Lie {
+                    what: LieKind::StepPastMaxSteps { step, max_steps },
+                } => {
+                    self.fault = Some(Fault::Lie(format!(
+                        "sent step {step} of an episode of {max_steps} steps"
+                    )))
+                }
+            }
         }
     }
 
@@ -740,6 +1245,10 @@ impl Drop for RobotLink {
     }
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn answer_seq(msg: &RobotMsg) -> Option<u16> {
     match *msg {
         RobotMsg::Info { ack_seq, .. }
@@ -747,6 +1256,7 @@ fn answer_seq(msg: &RobotMsg) -> Option<u16> {
         | RobotMsg::ParamsApplied { ack_seq, .. }
         | RobotMsg::Ack { ack_seq }
         | RobotMsg::Nack { ack_seq, .. } => Some(ack_seq),
+        RobotMsg::Status(ref s) => Some(s.ack_seq),
         _ => None,
     }
 }

@@ -129,6 +129,7 @@ fn settings() -> LinkSettings {
         response_timeout: Duration::from_millis(100),
         retries: 2,
         silence_timeout: Duration::from_secs(2),
+        ..LinkSettings::default()
     }
 }
 

@@ -151,6 +151,20 @@ pub trait Storage: Send {
         value: f64,
     ) -> Result<(), StorageError>;
 
+    /// Records several intermediate values in one transaction (the values of one episode,
+    /// persisted when it ends: a crash re-runs the whole trial anyway).
+    fn report_intermediates(
+        &self,
+        study: StudyId,
+        number: u64,
+        values: &[(u64, f64)],
+    ) -> Result<(), StorageError> {
+        for &(step, value) in values {
+            self.report_intermediate(study, number, step, value)?;
+        }
+        Ok(())
+    }
+
     /// Records a finished episode (replacing one with the same index).
     fn add_episode(
         &self,

@@ -767,6 +767,33 @@ impl super::Storage for SqliteStorage {
         })
     }
 
+    fn report_intermediates(
+        &self,
+        study: StudyId,
+        number: u64,
+        values: &[(u64, f64)],
+    ) -> Result<(), StorageError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.write("report intermediate values", |tx, loc| {
+            let (id, _) = find_unfinished(tx, loc, study, number, "report intermediate values")?;
+            for &(step, value) in values {
+                check_finite(
+                    loc,
+                    &format!("the intermediate value of trial {number} at step {step}"),
+                    value,
+                )?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO intermediate (trial_id, step, value) VALUES (?1, ?2, ?3)",
+                    params![id, to_i64(loc, "step", step)?, value],
+                )
+                .ctx(loc, "report intermediate values")?;
+            }
+            Ok(())
+        })
+    }
+
     fn add_episode(
         &self,
         study: StudyId,

@@ -1,0 +1,820 @@
+//! The trial loop: ask → SetParams (what the robot applied is what is recorded) → per
+//! episode: Ready → StartEpisode → Steps (safety envelope, pruner) → EpisodeEnd → tell.
+//!
+//! A link or host fault is never a verdict on the gait. A lost episode result, a deadline, a
+//! watchdog trip re-run the episode; a reboot re-runs the trial; each trial may meet
+//! [`MAX_FAULTS_PER_TRIAL`] faults before it is marked FAIL with the reason, and
+//! [`MAX_FAILED_IN_A_ROW`] such failures in a row stop the run. What the loop recovered from
+//! is recorded with the trial (`link_incidents`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use firmware_protocol::{EpisodeStatus, NackCode, RobotState, Step, TripReason};
+use serde_json::{json, Value};
+
+use super::firmware::{applied_params, firmware_values};
+use super::progress::TrialProgress;
+use super::summary::{format_params, print_end, TrialEnd};
+use super::worker::StudyWorker;
+use super::{
+    count_finished, guard_step, pending_reevaluation, RunOutcome, PRUNE_POOR, PRUNE_UNSAFE,
+};
+use crate::config::Config;
+use crate::control::{global_slot, Interrupts};
+use crate::evaluation;
+use crate::pruner::{PruneRequest, Pruner};
+use crate::robot::{Incident, LinkError, RobotEvent, RobotInfo, RobotLink};
+use crate::safety::Violation;
+use crate::space::{Params, SearchSpace};
+use crate::study::StudyError;
+use crate::trial::{Direction, EpisodeRecord, FrozenTrial};
+
+/// Link or host faults one trial may meet before it is marked FAIL.
+pub const MAX_FAULTS_PER_TRIAL: u32 = 3;
+/// Trials failed by faults in a row that stop the run (the link is too unreliable).
+pub const MAX_FAILED_IN_A_ROW: u32 = 3;
+
+/// The trial attribute listing the link incidents a trial met.
+pub const INCIDENTS_ATTR: &str = "link_incidents";
+
+/// The trial loop's reasons to stop early.
+pub(super) enum Stop {
+    Interrupted,
+    Link(LinkError),
+    Other(anyhow::Error),
+}
+
+impl From<LinkError> for Stop {
+    fn from(e: LinkError) -> Self {
+        Stop::Link(e)
+    }
+}
+
+impl From<StudyError> for Stop {
+    fn from(e: StudyError) -> Self {
+        Stop::Other(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Stop {
+    fn from(e: anyhow::Error) -> Self {
+        Stop::Other(e)
+    }
+}
+
+macro_rules! or_interrupt {
+    ($self:ident, $fut:expr) => {{
+        let mut interrupts = $self.interrupts.clone();
+        tokio::select! {
+            biased;
+            _ = interrupts.wait() => return Err(Stop::Interrupted),
+            r = $fut => r,
+        }
+    }};
+}
+
+/// A deliberate fault for tests of the safety paths: `GAITTUNE_FAILPOINT=panic-at-step:N`
+/// panics the daemon when step N of an episode arrives.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Failpoint {
+    panic_at_step: Option<u32>,
+}
+
+impl Failpoint {
+    pub(super) fn from_env() -> Self {
+        let spec = std::env::var("GAITTUNE_FAILPOINT").unwrap_or_default();
+        Self {
+            panic_at_step: spec
+                .strip_prefix("panic-at-step:")
+                .and_then(|n| n.parse().ok()),
+        }
+    }
+}
+
+/// How one episode ended.
+enum EpisodeOutcome {
+    /// Ran all its steps.
+    Completed { record: EpisodeRecord },
+    /// Aborted by us because the pruner judged the trial poor (the robot resets, unlatched).
+    Pruned { record: Option<EpisodeRecord> },
+    /// Stopped for safety (the envelope or the firmware's own limits); the robot is latched.
+    Unsafe {
+        detail: Value,
+        summary: String,
+        record: Option<EpisodeRecord>,
+    },
+    /// The firmware's watchdog stopped it: a host or link fault; the robot is latched.
+    WatchdogTrip { silent_ms: f32 },
+}
+
+/// What a fault calls for.
+enum Recovery {
+    /// Run the episode again (the parameters are still applied).
+    Episode,
+    /// Run the whole trial again from SetParams (the robot rebooted).
+    Trial,
+}
+
+/// Judges one trial's steps: its tally and the pruner.
+struct Judge<'p> {
+    progress: TrialProgress,
+    current: FrozenTrial,
+    history: Vec<FrozenTrial>,
+    pruner: Option<&'p dyn Pruner>,
+    study_name: String,
+    direction: Direction,
+}
+
+impl Judge<'_> {
+    /// Takes in a step; `true` when the pruner says the trial is poor.
+    fn on_step(&mut self, episode: u32, step: &Step) -> bool {
+        let Some((at, value)) = self.progress.on_step(episode, step) else {
+            return false;
+        };
+        self.current.intermediate.insert(at, value);
+        self.pruner.is_some_and(|p| {
+            p.prune(&PruneRequest {
+                study_name: &self.study_name,
+                direction: self.direction,
+                history: &self.history,
+                trial: &self.current,
+                step: at,
+            })
+        })
+    }
+
+    fn rollback_episode(&mut self) {
+        self.progress.rollback_episode();
+        self.current.intermediate = self.progress.intermediate().clone();
+    }
+
+    fn reset(&mut self) {
+        self.progress.reset();
+        self.current.intermediate.clear();
+    }
+}
+
+pub(super) struct TrialRunner<'a> {
+    pub config: &'a Config,
+    pub info: RobotInfo,
+    pub link: &'a mut RobotLink,
+    pub study: &'a StudyWorker,
+    pub space: SearchSpace,
+    pub study_name: String,
+    pub direction: Direction,
+    pub interrupts: Interrupts,
+    pub release_latch: bool,
+    pub failpoint: Failpoint,
+    pub pruner: Option<Box<dyn Pruner>>,
+    pub failed_in_a_row: u32,
+}
+
+impl TrialRunner<'_> {
+    pub async fn run_all(&mut self) -> anyhow::Result<RunOutcome> {
+        let size = self.config.study.trials;
+        loop {
+            let finished = count_finished(&self.study.call(|s| s.trials()).await?);
+            if finished >= size {
+                return match self.reevaluate().await {
+                    Ok(()) => Ok(RunOutcome::Finished),
+                    Err(Stop::Interrupted) => self.stop_interrupted(None).await,
+                    Err(Stop::Link(e)) => {
+                        global_slot().fire();
+                        Err(anyhow!(e).context(
+                            "re-evaluation stopped; what ran is saved — rerun to finish it",
+                        ))
+                    }
+                    Err(Stop::Other(e)) => {
+                        global_slot().fire();
+                        Err(e.context("re-evaluation stopped; what ran is saved"))
+                    }
+                };
+            }
+            if self.interrupts.requested() {
+                return self.stop_interrupted(None).await;
+            }
+            let trial = self
+                .study
+                .call(|s| {
+                    let t = s.ask()?;
+                    if t.resumed {
+                        // Whatever an interrupted attempt recorded is not this run's measurement.
+                        s.clear_progress(t.number)?;
+                    }
+                    Ok::<_, StudyError>(t)
+                })
+                .await?;
+            let started = Instant::now();
+            println!(
+                "trial {:>4} [{}/{}] {}",
+                trial.number,
+                finished + 1,
+                size,
+                format_params(&self.space, &trial.params)
+            );
+            let result = self.run_trial(trial.number, &trial.params).await;
+            let incidents = self.link.take_incidents();
+            if !incidents.is_empty() {
+                let number = trial.number;
+                self.study
+                    .call(move |s| append_incidents(s, number, incidents))
+                    .await?;
+            }
+            match result {
+                Ok(end) => {
+                    let number = trial.number;
+                    let best = self.study.call(|s| s.best_trial()).await?;
+                    print_end(number, &end, best.as_ref(), started);
+                    if matches!(end, TrialEnd::Failed(_)) {
+                        self.failed_in_a_row += 1;
+                        if self.failed_in_a_row >= MAX_FAILED_IN_A_ROW {
+                            global_slot().fire();
+                            return Err(anyhow!(
+                                "{} trials in a row failed on link faults: the link to {} is too unreliable to tune on; check the cable, the baud rate and the firmware, then rerun (the study is saved)",
+                                self.failed_in_a_row,
+                                self.link.device()
+                            ));
+                        }
+                    } else {
+                        self.failed_in_a_row = 0;
+                    }
+                }
+                Err(Stop::Interrupted) => return self.stop_interrupted(Some(trial.number)).await,
+                Err(Stop::Link(e)) => {
+                    // The robot may still be moving if only our side of the line failed.
+                    global_slot().fire();
+                    let number = trial.number;
+                    self.study
+                        .call(move |s| s.requeue_if_running(number))
+                        .await?;
+                    return Err(anyhow!(e).context(format!(
+                        "trial {number} stopped and re-queued; the study is saved — fix the link and rerun to continue"
+                    )));
+                }
+                Err(Stop::Other(e)) => {
+                    global_slot().fire();
+                    let number = trial.number;
+                    self.study
+                        .call(move |s| s.requeue_if_running(number))
+                        .await?;
+                    return Err(e.context(format!("trial {number} re-queued")));
+                }
+            }
+        }
+    }
+
+    async fn stop_interrupted(&mut self, in_flight: Option<u64>) -> anyhow::Result<RunOutcome> {
+        // The signal thread already sent one EStop; this one waits for the robot's
+        // acknowledgement so we exit knowing the motors are stopped.
+        match tokio::time::timeout(Duration::from_secs(2), self.link.estop()).await {
+            Ok(Ok(())) => println!("robot acknowledged EStop (latched)"),
+            Ok(Err(e)) => eprintln!("gaittune: EStop not acknowledged: {e}"),
+            Err(_) => eprintln!("gaittune: EStop not acknowledged within 2 s"),
+        }
+        if let Some(number) = in_flight {
+            // The trial may already be finished (a safety stop persisted just before the
+            // interrupt): then there is nothing to re-queue.
+            if self
+                .study
+                .call(move |s| s.requeue_if_running(number))
+                .await?
+            {
+                println!("trial {number} re-queued (WAITING): it runs again on the next run");
+            }
+        }
+        println!("interrupted: study '{}' saved", self.study_name);
+        Ok(RunOutcome::Interrupted)
+    }
+
+    fn episode_seed(&self, number: u64, episode: u32) -> u64 {
+        let mut x = self.config.study.seed
+            ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ ((episode as u64) << 48);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// Sends a parameter set (releasing a latched robot only with the operator's
+    /// `--release-latch`) and records what the firmware applied: clamped values become the
+    /// trial's parameters, the requested ones stay in the attribute `requested_params`.
+    async fn apply_params(&mut self, number: u64, params: &Params) -> Result<(), Stop> {
+        let values = firmware_values(&self.space, &self.info, params);
+        let applied = match or_interrupt!(self, self.link.set_params(&values)) {
+            Err(LinkError::Nack {
+                code: NackCode::EStopLatched,
+                ..
+            }) => {
+                if !self.release_latch {
+                    return Err(Stop::Other(anyhow!(
+                        "the robot on {} is latched stopped (an EStop, a safety trip or its watchdog). Make sure it is safe to move, then rerun with --release-latch",
+                        self.link.device()
+                    )));
+                }
+                println!("releasing the robot's latched stop (--release-latch)");
+                or_interrupt!(self, self.link.clear_estop())?;
+                or_interrupt!(self, self.link.set_params(&values))?
+            }
+            other => other?,
+        };
+        if let Some((ran, attr)) = applied_params(&self.space, &self.info, params, &applied) {
+            let names: Vec<String> = attr["requested"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            println!(
+                "trial {number}: the firmware clamped {}; recording the values it applied",
+                names.join(", ")
+            );
+            self.study
+                .call(move |s| {
+                    s.set_params(number, &ran)?;
+                    s.set_attr(number, "requested_params", attr)?;
+                    s.set_attr(number, "clamped", json!(names))
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn run_trial(&mut self, number: u64, params: &Params) -> Result<TrialEnd, Stop> {
+        // The pruner is a pure function of the history; lend it out while episodes borrow us.
+        let pruner = self.pruner.take();
+        let result = self.run_trial_with(number, params, pruner.as_deref()).await;
+        self.pruner = pruner;
+        result
+    }
+
+    async fn run_trial_with(
+        &mut self,
+        number: u64,
+        params: &Params,
+        pruner: Option<&dyn Pruner>,
+    ) -> Result<TrialEnd, Stop> {
+        let episodes = self.config.study.episodes_per_trial;
+        // Other trials do not change while this one runs: one read serves every report.
+        let history = if pruner.is_some() {
+            self.study.call(|s| s.trials()).await?
+        } else {
+            Vec::new()
+        };
+        let current = self.study.call(move |s| s.trial(number)).await?;
+        let mut judge = Judge {
+            progress: TrialProgress::new(
+                self.config.episode.max_steps,
+                self.config.episode.report_every,
+            ),
+            current,
+            history,
+            pruner,
+            study_name: self.study_name.clone(),
+            direction: self.direction,
+        };
+        let mut faults = 0u32;
+        'trial: loop {
+            self.apply_params(number, params).await?;
+            let mut returns = Vec::with_capacity(episodes as usize);
+            for episode in 0..episodes {
+                let outcome = loop {
+                    judge.progress.begin_episode();
+                    let attempt = Instant::now();
+                    let result = self.run_episode(number, episode, Some(&mut judge)).await;
+                    let (kind, detail, recovery) = match self.fault_of(result).await? {
+                        Ok(outcome) => break outcome,
+                        Err(fault) => fault,
+                    };
+                    judge.rollback_episode();
+                    faults += 1;
+                    let trial_lost = matches!(recovery, Recovery::Trial);
+                    self.link.record_incident(Incident {
+                        kind: if trial_lost {
+                            "trial_rerun"
+                        } else {
+                            "episode_rerun"
+                        },
+                        episode: Some(episode),
+                        recovery_ms: 0.0,
+                        robot_ms_lost: attempt.elapsed().as_secs_f64() * 1e3,
+                        detail: format!("{kind}: {detail}"),
+                    });
+                    if faults > MAX_FAULTS_PER_TRIAL {
+                        let reason = format!(
+                            "link faults: {faults} in this trial, the last at episode {episode}: {kind}: {detail}"
+                        );
+                        let why = reason.clone();
+                        self.study.call(move |s| s.fail(number, &why)).await?;
+                        return Ok(TrialEnd::Failed(reason));
+                    }
+                    println!(
+                        "trial {number}: {kind} at episode {episode} ({detail}); running the {} again",
+                        if trial_lost { "trial" } else { "episode" }
+                    );
+                    if trial_lost {
+                        judge.reset();
+                        self.study.call(move |s| s.clear_progress(number)).await?;
+                        continue 'trial;
+                    }
+                };
+                let pending = judge.progress.take_pending();
+                let gaps = judge.progress.gaps().to_vec();
+                let record = match &outcome {
+                    EpisodeOutcome::Completed { record } => Some(record.clone()),
+                    EpisodeOutcome::Pruned { record } | EpisodeOutcome::Unsafe { record, .. } => {
+                        record.clone()
+                    }
+                    EpisodeOutcome::WatchdogTrip { .. } => unreachable!("handled as a fault"),
+                };
+                self.study
+                    .call(move |s| {
+                        s.report_many(number, &pending)?;
+                        if !gaps.is_empty() {
+                            s.set_attr(number, "step_gaps", json!(gaps))?;
+                        }
+                        match record {
+                            Some(r) => s.add_episode(number, r),
+                            None => Ok(()),
+                        }
+                    })
+                    .await?;
+                match outcome {
+                    EpisodeOutcome::Completed { record } => returns.push(record.episode_return),
+                    EpisodeOutcome::Pruned { .. } => {
+                        // Aborting first spends no more robot time on a poor gait; the
+                        // verdict is committed before the next trial starts.
+                        let step = judge.progress.last_reported_step();
+                        let value = judge.progress.last_report();
+                        self.study
+                            .call(move |s| {
+                                s.set_attr(number, "pruned_at_step", json!(step))?;
+                                s.prune(number, PRUNE_POOR, value)
+                            })
+                            .await?;
+                        return Ok(TrialEnd::Poor {
+                            step,
+                            value: value.unwrap_or(f64::NAN),
+                        });
+                    }
+                    EpisodeOutcome::Unsafe {
+                        detail, summary, ..
+                    } => {
+                        // The robot is stopped and latched: persist the verdict, then release it.
+                        let value = judge.progress.last_report();
+                        self.study
+                            .call(move |s| {
+                                s.set_attr(number, "unsafe", detail)?;
+                                s.prune(number, PRUNE_UNSAFE, value)
+                            })
+                            .await?;
+                        or_interrupt!(self, self.link.clear_estop())?;
+                        return Ok(TrialEnd::Unsafe(summary));
+                    }
+                    EpisodeOutcome::WatchdogTrip { .. } => unreachable!("handled as a fault"),
+                }
+            }
+            let value = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
+            self.study.call(move |s| s.tell(number, value)).await?;
+            return Ok(TrialEnd::Complete(value));
+        }
+    }
+
+    /// Sorts an episode's result into an outcome to keep, or a fault to recover from (after
+    /// doing what the recovery needs first: releasing a watchdog latch, aborting an overdue
+    /// episode). Faults that need a person are passed on as errors.
+    async fn fault_of(
+        &mut self,
+        result: Result<EpisodeOutcome, Stop>,
+    ) -> Result<Result<EpisodeOutcome, (&'static str, String, Recovery)>, Stop> {
+        match result {
+            Ok(EpisodeOutcome::WatchdogTrip { silent_ms }) => {
+                // The robot stopped itself because the host went quiet: not the gait's fault.
+                or_interrupt!(self, self.link.clear_estop())?;
+                Ok(Err((
+                    "watchdog_trip",
+                    format!("the robot's watchdog stopped it after {silent_ms:.0} ms without a host frame"),
+                    Recovery::Episode,
+                )))
+            }
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(Stop::Link(LinkError::Rebooted { why, boot_id, .. })) => Ok(Err((
+                "reboot",
+                format!("the robot rebooted ({why}; boot id {boot_id:#010x})"),
+                Recovery::Trial,
+            ))),
+            Err(Stop::Link(LinkError::EpisodeLost {
+                why,
+                state,
+                episode,
+                ..
+            })) => match state {
+                Some(RobotState::Stopped) => Err(Stop::Other(anyhow!(
+                    "the robot on {} latched itself stopped during episode {episode} and the frames saying why were lost ({why}); a version-1 firmware cannot tell the cause. Check the robot, then rerun with --release-latch",
+                    self.link.device()
+                ))),
+                Some(RobotState::Running) => {
+                    or_interrupt!(self, self.link.abort())?;
+                    self.link.forget_episode();
+                    Ok(Err(("deadline", why, Recovery::Episode)))
+                }
+                _ => Ok(Err(("lost_episode_end", why, Recovery::Episode))),
+            },
+            Err(Stop::Link(LinkError::Latched {
+                cause,
+                watchdog: true,
+                ..
+            })) => {
+                or_interrupt!(self, self.link.clear_estop())?;
+                Ok(Err(("watchdog_trip", cause, Recovery::Episode)))
+            }
+            Err(Stop::Link(LinkError::Latched { cause, .. })) => Err(Stop::Other(anyhow!(
+                "the robot on {} latched itself stopped outside an episode (during its reset): {cause}. This is not charged to the gait. Check the robot, then rerun with --release-latch",
+                self.link.device()
+            ))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Re-runs the top trials for more episodes each (persisting every episode's return as it
+    /// comes), then reports the likely best by mean return.
+    async fn reevaluate(&mut self) -> Result<(), Stop> {
+        let trials = self.study.call(|s| s.trials()).await?;
+        let pending: Vec<(FrozenTrial, u32)> =
+            pending_reevaluation(self.config, self.direction, &trials)
+                .into_iter()
+                .map(|(t, done)| (t.clone(), done))
+                .collect();
+        let wanted = self.config.study.reevaluate_episodes;
+        for (trial, done) in pending {
+            let number = trial.number;
+            println!(
+                "re-evaluating trial {number} (value {:.4}): {} more episodes",
+                trial.value.unwrap_or(f64::NAN),
+                wanted - done
+            );
+            self.apply_params(number, &trial.params).await?;
+            let mut returns = evaluation::reeval_returns(&trial);
+            let mut faults = 0;
+            let mut j = done;
+            while j < wanted {
+                let episode = self.config.study.episodes_per_trial + j;
+                let result = self.run_episode(number, episode, None).await;
+                let outcome = match self.fault_of(result).await? {
+                    Ok(outcome) => outcome,
+                    Err((kind, detail, recovery)) => {
+                        faults += 1;
+                        if faults > MAX_FAULTS_PER_TRIAL {
+                            return Err(Stop::Other(anyhow!(
+                                "re-evaluation of trial {number}: too many link faults, the last: {kind}: {detail}"
+                            )));
+                        }
+                        println!("re-evaluation of trial {number}: {kind} ({detail}); again");
+                        if matches!(recovery, Recovery::Trial) {
+                            self.apply_params(number, &trial.params).await?;
+                        }
+                        continue;
+                    }
+                };
+                match outcome {
+                    EpisodeOutcome::Completed { record } => {
+                        returns.push(record.episode_return);
+                        let attr = json!({ "returns": returns });
+                        self.study
+                            .call(move |s| s.set_attr(number, evaluation::REEVAL_ATTR, attr))
+                            .await?;
+                    }
+                    EpisodeOutcome::Pruned { .. } | EpisodeOutcome::WatchdogTrip { .. } => {
+                        unreachable!("re-evaluation never prunes; watchdog trips are faults")
+                    }
+                    EpisodeOutcome::Unsafe {
+                        detail, summary, ..
+                    } => {
+                        let attr = json!({ "returns": returns, "unsafe": detail });
+                        self.study
+                            .call(move |s| s.set_attr(number, evaluation::REEVAL_ATTR, attr))
+                            .await?;
+                        println!("trial {number} was unsafe on re-evaluation: {summary}");
+                        or_interrupt!(self, self.link.clear_estop())?;
+                        break;
+                    }
+                }
+                j += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one episode of the applied parameters: waits for Ready, starts it, guards every
+    /// Step with the safety envelope (EStop first, bookkeeping after) and hands safe steps to
+    /// the judge (none: never prune). An unsafe episode returns with the robot stopped and
+    /// still latched: the caller persists the verdict, then releases it.
+    async fn run_episode(
+        &mut self,
+        number: u64,
+        episode: u32,
+        mut judge: Option<&mut Judge<'_>>,
+    ) -> Result<EpisodeOutcome, Stop> {
+        let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
+        or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
+        let seed = self.episode_seed(number, episode);
+        let max_steps = self.config.episode.max_steps;
+        or_interrupt!(
+            self,
+            self.link
+                .start_episode(number as u32, episode as u16, max_steps, seed)
+        )?;
+        let mut firmware_trip: Option<Value> = None;
+        let mut violation: Option<Violation> = None;
+        let mut aborted = false;
+        loop {
+            let event = match or_interrupt!(self, self.link.next_event()) {
+                Ok(event) => event,
+                // The verdict is already in: its end frames are not needed.
+                Err(LinkError::EpisodeLost { .. }) if violation.is_some() => {
+                    return Ok(self.envelope_unsafe(violation, None));
+                }
+                Err(LinkError::EpisodeLost { .. }) if firmware_trip.is_some() => {
+                    let detail = firmware_trip.take().expect("checked");
+                    if let Some(ms) = detail.get("watchdog_ms").and_then(Value::as_f64) {
+                        return Ok(EpisodeOutcome::WatchdogTrip {
+                            silent_ms: ms as f32,
+                        });
+                    }
+                    return Ok(firmware_unsafe(detail, episode, None));
+                }
+                Err(LinkError::EpisodeLost { .. }) if aborted => {
+                    return Ok(EpisodeOutcome::Pruned { record: None });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match event {
+                RobotEvent::Step(step) => {
+                    // Steps that arrive after our Abort are still guarded: the robot moves
+                    // until the Abort lands, and the link's guard may already have stopped it.
+                    if violation.is_some() {
+                        continue;
+                    }
+                    if self.failpoint.panic_at_step == Some(step.step) {
+                        panic!("failpoint: panic at step {}", step.step);
+                    }
+                    if let Some(v) = guard_step(&self.config.safety, &self.link.sender(), &step)
+                        .map_err(|e| LinkError::Lost {
+                            device: self.link.device().to_string(),
+                            reason: format!("EStop write failed: {e}"),
+                        })?
+                    {
+                        // Wait for the robot's acknowledgement (EStop is idempotent); the
+                        // stopped episode's end follows.
+                        or_interrupt!(self, self.link.estop())?;
+                        violation = Some(v);
+                        continue;
+                    }
+                    if aborted {
+                        continue;
+                    }
+                    if judge.as_mut().is_some_and(|j| j.on_step(episode, &step)) {
+                        or_interrupt!(self, self.link.abort())?;
+                        aborted = true;
+                    }
+                }
+                RobotEvent::StepsMissed { from, to } => {
+                    tracing::warn!(
+                        "trial {number} episode {episode}: steps {from}..{to} lost on the line"
+                    );
+                    if let Some(j) = judge.as_mut() {
+                        j.progress.on_gap(episode, from, to);
+                    }
+                    self.link.record_incident(Incident {
+                        kind: "step_gap",
+                        episode: Some(episode),
+                        recovery_ms: 0.0,
+                        robot_ms_lost: 0.0,
+                        detail: format!("steps {from}..{to} never arrived"),
+                    });
+                }
+                RobotEvent::SafetyTrip {
+                    step,
+                    reason,
+                    value,
+                } => {
+                    if reason == TripReason::Watchdog {
+                        // Its EpisodeEnd follows; the trip is the host's or the line's fault.
+                        firmware_trip = Some(json!({ "watchdog_ms": value }));
+                        continue;
+                    }
+                    firmware_trip = Some(json!({
+                        "source": "firmware", "limit": format!("{reason:?}"), "value": value,
+                        "episode": episode, "step": step, "excess": 1.0,
+                    }));
+                }
+                RobotEvent::EpisodeEnd {
+                    episode_return,
+                    steps,
+                    status,
+                    recovered,
+                } => {
+                    if recovered {
+                        println!(
+                            "trial {number} episode {episode}: its EpisodeEnd was lost on the line; recovered from the robot's status"
+                        );
+                    }
+                    if steps > max_steps
+                        || (status == EpisodeStatus::Completed && steps != max_steps)
+                    {
+                        return Err(Stop::Link(LinkError::Protocol {
+                            device: self.link.device().to_string(),
+                            detail: format!(
+                                "ended episode {episode} of trial {number} as {status:?} after {steps} steps, but it was started with max_steps {max_steps}"
+                            ),
+                        }));
+                    }
+                    let record = EpisodeRecord {
+                        episode,
+                        episode_return: episode_return as f64,
+                        steps,
+                        status: format!("{status:?}"),
+                    };
+                    if violation.is_some() {
+                        return Ok(self.envelope_unsafe(violation, Some(record)));
+                    }
+                    return match status {
+                        // Our Abort, or one that raced the episode's last step: the pruner's
+                        // verdict stands.
+                        EpisodeStatus::Aborted | EpisodeStatus::Completed if aborted => {
+                            Ok(EpisodeOutcome::Pruned {
+                                record: Some(record),
+                            })
+                        }
+                        EpisodeStatus::Completed => Ok(EpisodeOutcome::Completed { record }),
+                        EpisodeStatus::SafetyTrip => match firmware_trip.take() {
+                            Some(t) if t.get("watchdog_ms").is_some() => {
+                                Ok(EpisodeOutcome::WatchdogTrip {
+                                    silent_ms: t["watchdog_ms"].as_f64().unwrap_or(0.0) as f32,
+                                })
+                            }
+                            Some(detail) => Ok(firmware_unsafe(detail, episode, Some(record))),
+                            None => Ok(firmware_unsafe(
+                                json!({ "source": "firmware", "episode": episode, "step": steps, "excess": 1.0 }),
+                                episode,
+                                Some(record),
+                            )),
+                        },
+                        EpisodeStatus::EStopped => Err(Stop::Other(anyhow!(
+                            "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
+                        ))),
+                        EpisodeStatus::Aborted => Err(Stop::Other(anyhow!(
+                            "the robot aborted episode {episode} on its own"
+                        ))),
+                    };
+                }
+            }
+        }
+    }
+
+    fn envelope_unsafe(
+        &self,
+        violation: Option<Violation>,
+        record: Option<EpisodeRecord>,
+    ) -> EpisodeOutcome {
+        let v = violation.expect("an envelope verdict has its violation");
+        EpisodeOutcome::Unsafe {
+            summary: v.to_string(),
+            detail: json!({
+                "source": "envelope", "limit": v.limit, "value": v.value,
+                "threshold": v.threshold, "excess": v.excess(),
+                "episode": v.episode, "step": v.step,
+            }),
+            record,
+        }
+    }
+}
+
+fn firmware_unsafe(detail: Value, episode: u32, record: Option<EpisodeRecord>) -> EpisodeOutcome {
+    let summary = format!(
+        "firmware safety trip {} (value {}) at episode {episode} step {}",
+        detail["limit"].as_str().unwrap_or("?"),
+        detail["value"],
+        detail["step"]
+    );
+    EpisodeOutcome::Unsafe {
+        detail,
+        summary,
+        record,
+    }
+}
+
+/// Appends `incidents` to the trial's `link_incidents` attribute.
+fn append_incidents(
+    study: &mut crate::study::Study,
+    number: u64,
+    incidents: Vec<Incident>,
+) -> Result<(), StudyError> {
+    let mut list = study
+        .trial(number)?
+        .attrs
+        .get(INCIDENTS_ATTR)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    list.extend(incidents.iter().map(|i| json!(i)));
+    study.set_attr(number, INCIDENTS_ATTR, Value::Array(list))
+}
