@@ -5,24 +5,12 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn hand_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> std::path::PathBuf {
-    let text = sim_config(&w.storage_url(), &w.event_log(), trials, max_steps, 0.0).replace(
-        "device = \"sim\"",
-        &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
-    );
-    // Drop the [sim] table: the robot was started by hand.
-    let start = text.find("[sim]").unwrap();
-    let end = text.find("[episode]").unwrap();
-    let text = format!("{}{}", &text[..start], &text[end..]);
-    w.write_config(&text)
-}
-
 #[test]
 fn a_robot_that_dies_mid_episode_is_a_clear_error_and_the_trial_is_requeued() {
     let w = Workdir::new();
     let log = w.event_log();
     let sim = HandSim::start(&["--step-delay-ms", "4", "--event-log", log.to_str().unwrap()]);
-    let config = hand_config(&w, &sim.device, 5, 300);
+    let config = w.hand_config(&sim.device, 5, 300);
     let child = w.spawn_run(&config);
     wait_for(
         Duration::from_secs(60),
@@ -51,7 +39,7 @@ fn a_daemon_killed_mid_episode_trips_the_robots_watchdog() {
         "--event-log",
         log.to_str().unwrap(),
     ]);
-    let config = hand_config(&w, &sim.device, 5, 1000);
+    let config = w.hand_config(&sim.device, 5, 1000);
     let mut child = w.spawn_run(&config);
     wait_for(Duration::from_secs(60), "an episode to start", || {
         !named(&w.events(), "episode_start").is_empty()
@@ -65,7 +53,7 @@ fn a_daemon_killed_mid_episode_trips_the_robots_watchdog() {
     );
 
     // The robot stays latched: a new run refuses to move it without the operator's word.
-    let config = hand_config(&w, &sim.device, 2, 50);
+    let config = w.hand_config(&sim.device, 2, 50);
     let out = w.run(&config, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -92,7 +80,7 @@ fn a_panic_mid_episode_sends_estop() {
     let w = Workdir::new();
     let log = w.event_log();
     let sim = HandSim::start(&["--step-delay-ms", "2", "--event-log", log.to_str().unwrap()]);
-    let config = hand_config(&w, &sim.device, 3, 200);
+    let config = w.hand_config(&sim.device, 3, 200);
     let out = w.run_env(&config, &[], &[("GAITTUNE_FAILPOINT", "panic-at-step:50")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"));

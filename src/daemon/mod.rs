@@ -191,6 +191,8 @@ async fn run_async(
         pruner: crate::pruner::build(&config.pruner.kind, config.pruner_options())
             .map_err(|e| anyhow!("{}: {e}", config.path.display()))?,
         failed_in_a_row: 0,
+        last_progress: std::time::Instant::now(),
+        recovering: None,
     };
     let outcome = runner.run_all().await;
     global_slot().disarm();

@@ -74,11 +74,14 @@ macro_rules! or_interrupt {
     }};
 }
 
-/// A deliberate fault for tests of the safety paths: `GAITTUNE_FAILPOINT=panic-at-step:N`
-/// panics the daemon when step N of an episode arrives.
+/// A deliberate fault for tests of the safety paths, from `GAITTUNE_FAILPOINT`:
+/// `panic-at-step:N` panics the daemon when step N of an episode arrives;
+/// `interrupt-after-unsafe` sends the daemon SIGINT right after it persisted an unsafe verdict,
+/// while the robot is still latched.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Failpoint {
     panic_at_step: Option<u32>,
+    interrupt_after_unsafe: bool,
 }
 
 impl Failpoint {
@@ -88,6 +91,7 @@ impl Failpoint {
             panic_at_step: spec
                 .strip_prefix("panic-at-step:")
                 .and_then(|n| n.parse().ok()),
+            interrupt_after_unsafe: spec == "interrupt-after-unsafe",
         }
     }
 }
@@ -168,6 +172,10 @@ pub(super) struct TrialRunner<'a> {
     pub failpoint: Failpoint,
     pub pruner: Option<Box<dyn Pruner>>,
     pub failed_in_a_row: u32,
+    /// The last sign of normal progress (an episode started, a step arrived).
+    pub last_progress: Instant,
+    /// A fault being recovered by a re-run: recorded once the re-run has started.
+    pub recovering: Option<Incident>,
 }
 
 impl TrialRunner<'_> {
@@ -214,6 +222,7 @@ impl TrialRunner<'_> {
                 format_params(&self.space, &trial.params)
             );
             let result = self.run_trial(trial.number, &trial.params).await;
+            self.finish_recovery();
             let incidents = self.link.take_incidents();
             if !incidents.is_empty() {
                 let number = trial.number;
@@ -264,6 +273,14 @@ impl TrialRunner<'_> {
         }
     }
 
+    /// Records the fault being recovered, its recovery time ending now.
+    fn finish_recovery(&mut self) {
+        if let Some(mut incident) = self.recovering.take() {
+            incident.recovery_ms = self.last_progress.elapsed().as_secs_f64() * 1e3;
+            self.link.record_incident(incident);
+        }
+    }
+
     async fn stop_interrupted(&mut self, in_flight: Option<u64>) -> anyhow::Result<RunOutcome> {
         // The signal thread already sent one EStop; this one waits for the robot's
         // acknowledgement so we exit knowing the motors are stopped.
@@ -287,6 +304,18 @@ impl TrialRunner<'_> {
         Ok(RunOutcome::Interrupted)
     }
 
+    /// The `interrupt-after-unsafe` failpoint: SIGINT to this process, then wait until the
+    /// signal thread has passed it on.
+    async fn interrupt_self(&self) {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGINT);
+        for _ in 0..200 {
+            if self.interrupts.requested() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn episode_seed(&self, number: u64, episode: u32) -> u64 {
         let mut x = self.config.study.seed
             ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -307,8 +336,12 @@ impl TrialRunner<'_> {
                 ..
             }) => {
                 if !self.release_latch {
+                    let cause = match self.link.latch_cause().await {
+                        LinkError::Latched { cause, .. } => cause,
+                        other => other.to_string(),
+                    };
                     return Err(Stop::Other(anyhow!(
-                        "the robot on {} is latched stopped (an EStop, a safety trip or its watchdog). Make sure it is safe to move, then rerun with --release-latch",
+                        "the robot on {} is latched stopped: {cause}. Make sure it is safe to move, then rerun with --release-latch",
                         self.link.device()
                     )));
                 }
@@ -373,6 +406,7 @@ impl TrialRunner<'_> {
         };
         let mut faults = 0u32;
         'trial: loop {
+            let trial_attempt = Instant::now();
             self.apply_params(number, params).await?;
             let mut returns = Vec::with_capacity(episodes as usize);
             for episode in 0..episodes {
@@ -387,16 +421,17 @@ impl TrialRunner<'_> {
                     judge.rollback_episode();
                     faults += 1;
                     let trial_lost = matches!(recovery, Recovery::Trial);
-                    self.link.record_incident(Incident {
-                        kind: if trial_lost {
-                            "trial_rerun"
-                        } else {
-                            "episode_rerun"
-                        },
+                    let thrown_away = if trial_lost { trial_attempt } else { attempt };
+                    self.finish_recovery();
+                    self.recovering = Some(Incident {
+                        kind,
                         episode: Some(episode),
                         recovery_ms: 0.0,
-                        robot_ms_lost: attempt.elapsed().as_secs_f64() * 1e3,
-                        detail: format!("{kind}: {detail}"),
+                        robot_ms_lost: thrown_away.elapsed().as_secs_f64() * 1e3,
+                        detail: format!(
+                            "{detail}; the {} ran again",
+                            if trial_lost { "trial" } else { "episode" }
+                        ),
                     });
                     if faults > MAX_FAULTS_PER_TRIAL {
                         let reason = format!(
@@ -466,6 +501,9 @@ impl TrialRunner<'_> {
                                 s.prune(number, PRUNE_UNSAFE, value)
                             })
                             .await?;
+                        if self.failpoint.interrupt_after_unsafe {
+                            self.interrupt_self().await;
+                        }
                         or_interrupt!(self, self.link.clear_estop())?;
                         return Ok(TrialEnd::Unsafe(summary));
                     }
@@ -622,6 +660,8 @@ impl TrialRunner<'_> {
             self.link
                 .start_episode(number as u32, episode as u16, max_steps, seed)
         )?;
+        self.finish_recovery();
+        self.last_progress = Instant::now();
         let mut firmware_trip: Option<Value> = None;
         let mut violation: Option<Violation> = None;
         let mut aborted = false;
@@ -648,6 +688,7 @@ impl TrialRunner<'_> {
             };
             match event {
                 RobotEvent::Step(step) => {
+                    self.last_progress = Instant::now();
                     // Steps that arrive after our Abort are still guarded: the robot moves
                     // until the Abort lands, and the link's guard may already have stopped it.
                     if violation.is_some() {

@@ -158,8 +158,9 @@ pub enum RobotEvent {
 /// recorded with the trial in flight as `link_incidents`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Incident {
-    /// What happened: `retry`, `lost_episode_end`, `reboot`, `stale_frames`, `step_gap`,
-    /// `episode_rerun`, `trial_rerun`, `watchdog_trip`, `deadline`.
+    /// What happened: `retry` (a command resent), `lost_episode_end`, `deadline` (no
+    /// EpisodeEnd in time), `reboot`, `watchdog_trip`, `stale_frames` (dropped at open),
+    /// `step_gap` (steps lost on the line).
     pub kind: &'static str,
     /// The episode it hit, if any.
     pub episode: Option<u32>,
@@ -344,20 +345,13 @@ pub struct RobotLink {
     state: Option<RobotState>,
     heartbeats_seen: u64,
     fault: Option<Fault>,
-    episode: Option<EpisodeClock>,
+    /// When the episode in flight must have ended.
+    deadline: Option<tokio::time::Instant>,
     incidents: Vec<Incident>,
     stop_reader: Arc<AtomicBool>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     bad_frames: u64,
     guard: GuardSlot,
-}
-
-/// Times of the episode in flight.
-#[derive(Debug, Clone, Copy)]
-struct EpisodeClock {
-    episode: u16,
-    started: Instant,
-    deadline: tokio::time::Instant,
 }
 
 impl RobotLink {
@@ -413,7 +407,7 @@ impl RobotLink {
             state: None,
             heartbeats_seen: 0,
             fault: None,
-            episode: None,
+            deadline: None,
             incidents: Vec::new(),
             stop_reader,
             heartbeat: None,
@@ -794,7 +788,13 @@ impl RobotLink {
             _ => format!("its {r:?} limit tripped (value {value})"),
         };
         let (cause, reason) = match latch {
-            Latch::Trip { reason, value } => (tripped(reason, value), Some(reason)),
+            Latch::Trip { reason, value } => (
+                format!(
+                    "{} outside an episode (during its reset)",
+                    tripped(reason, value)
+                ),
+                Some(reason),
+            ),
             Latch::Stopped => match self.status_if_v2().await {
                 Some(s) if s.stop_cause == StopCause::EStop => (
                     "an EStop gaittune did not send (its own stop button?)".to_string(),
@@ -840,7 +840,6 @@ impl RobotLink {
     /// must be unchanged, and [`LinkError::Rebooted`] tells the caller to start the trial
     /// over. The same boot id was a false alarm.
     async fn confirm_reboot(&mut self, why: &'static str) -> Result<(), LinkError> {
-        let noticed = Instant::now();
         let old = self.info.clone();
         let info = self.hello().await?;
         let Some(old) = old else {
@@ -864,17 +863,7 @@ impl RobotLink {
         self.info = Some(info);
         self.session.restart();
         self.events.clear();
-        let lost = self
-            .episode
-            .take()
-            .map(|e| (e.episode, e.started.elapsed()));
-        self.incidents.push(Incident {
-            kind: "reboot",
-            episode: lost.map(|l| l.0 as u32),
-            recovery_ms: ms(noticed.elapsed()),
-            robot_ms_lost: lost.map_or(0.0, |l| ms(l.1)),
-            detail: format!("{why}; new boot id {boot_id:#010x}"),
-        });
+        self.deadline = None;
         Err(LinkError::Rebooted {
             device: self.device.clone(),
             why: why.to_string(),
@@ -900,11 +889,7 @@ impl RobotLink {
         self.session.watch(trial, episode, max_steps, now);
         let period = self.info.as_ref().map_or(0, |i| i.step_period_us) as f64;
         let nominal = Duration::from_secs_f64(max_steps as f64 * period * 1.25 / 1e6);
-        self.episode = Some(EpisodeClock {
-            episode,
-            started: now,
-            deadline: tokio::time::Instant::now() + nominal + self.settings.episode_margin,
-        });
+        self.deadline = Some(tokio::time::Instant::now() + nominal + self.settings.episode_margin);
         let result = self
             .command(
                 HostMsg::StartEpisode {
@@ -923,7 +908,7 @@ impl RobotLink {
             }
             Err(e) => {
                 self.session.unwatch();
-                self.episode = None;
+                self.deadline = None;
                 Err(e)
             }
         }
@@ -936,7 +921,16 @@ impl RobotLink {
 
     /// Releases a latched EStop or safety trip; the robot resets and reports Ready.
     pub async fn clear_estop(&mut self) -> Result<(), LinkError> {
-        self.command(HostMsg::ClearEStop, "ClearEStop").await
+        self.command(HostMsg::ClearEStop, "ClearEStop").await?;
+        self.session.released();
+        Ok(())
+    }
+
+    /// Why the robot is latched, as far as it can be told: its Status (v2), else the last
+    /// SafetyTrip or Stopped heartbeat seen outside an episode.
+    pub async fn latch_cause(&mut self) -> LinkError {
+        let latch = self.session.last_latch().unwrap_or(Latch::Stopped);
+        self.latched(latch).await
     }
 
     /// Ends the running episode (not latched).
@@ -947,7 +941,7 @@ impl RobotLink {
     /// Stops watching the episode in flight (after giving it up).
     pub fn forget_episode(&mut self) {
         self.session.unwatch();
-        self.episode = None;
+        self.deadline = None;
         self.events.clear();
         self.fault = None;
     }
@@ -960,7 +954,7 @@ impl RobotLink {
         loop {
             if let Some(ev) = self.events.pop_front() {
                 if matches!(ev, RobotEvent::EpisodeEnd { .. }) {
-                    self.episode = None;
+                    self.deadline = None;
                 }
                 return Ok(ev);
             }
@@ -979,7 +973,7 @@ impl RobotLink {
             }
             let now = tokio::time::Instant::now();
             let silence = now + self.settings.silence_timeout;
-            let deadline = self.episode.map(|e| e.deadline);
+            let deadline = self.deadline;
             if deadline.is_some_and(|d| d <= now) {
                 let why = "no EpisodeEnd by its deadline (max_steps × step_period × 1.25 + episode_margin)".to_string();
                 self.recover_end(why, None).await?;

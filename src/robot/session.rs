@@ -119,6 +119,9 @@ pub struct Session {
     params_applied: bool,
     ready: bool,
     latch: Option<Latch>,
+    /// The last latch seen outside an episode, kept across answers (a Nack EStopLatched
+    /// needs its cause) until the latch is released.
+    last_latch: Option<Latch>,
     watch: Option<Watch>,
     stale: u64,
     duplicates: u64,
@@ -158,6 +161,17 @@ impl Session {
     /// A latch reported after the last answer, outside any watched episode.
     pub fn latch(&self) -> Option<Latch> {
         self.latch
+    }
+
+    /// The last latch reported outside an episode since the last release.
+    pub fn last_latch(&self) -> Option<Latch> {
+        self.last_latch
+    }
+
+    /// The latch was released (ClearEStop acknowledged).
+    pub fn released(&mut self) {
+        self.latch = None;
+        self.last_latch = None;
     }
 
     /// Frames dropped as belonging to no watched episode.
@@ -263,6 +277,7 @@ impl Session {
                 }
                 None => {
                     self.latch = Some(Latch::Trip { reason, value });
+                    self.last_latch = self.latch;
                     None
                 }
             },
@@ -298,7 +313,8 @@ impl Session {
                 match state {
                     RobotState::Ready => self.ready = true,
                     RobotState::Stopped if self.latch.is_none() => {
-                        self.latch = Some(Latch::Stopped)
+                        self.latch = Some(Latch::Stopped);
+                        self.last_latch.get_or_insert(Latch::Stopped);
                     }
                     _ => {}
                 }

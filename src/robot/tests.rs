@@ -244,3 +244,386 @@ async fn a_missing_device_is_named() {
         .to_string();
     assert!(err.contains("/dev/does-not-exist-gaittune"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Episodes over a lossy line: what the session and the recoveries make of it.
+
+use firmware_protocol::{
+    EpisodePhase, EpisodeStatus, NackCode, RobotState, Status, Step as StepFrame, StopCause,
+};
+
+use super::RobotEvent;
+
+fn info_with(ack_seq: u16, version: u16, boot_id: u32) -> RobotMsg {
+    match info(ack_seq, schema_hash()) {
+        RobotMsg::Info {
+            ack_seq,
+            robot_id,
+            fw_major,
+            fw_minor,
+            fw_patch,
+            param_count,
+            schema_hash,
+            watchdog_ms,
+            step_period_us,
+            ..
+        } => RobotMsg::Info {
+            ack_seq,
+            protocol_version: version,
+            robot_id,
+            fw_major,
+            fw_minor,
+            fw_patch,
+            boot_id,
+            param_count,
+            schema_hash,
+            watchdog_ms,
+            step_period_us,
+        },
+        _ => unreachable!(),
+    }
+}
+
+fn step_frame(trial: u32, episode: u16, index: u32) -> Vec<u8> {
+    frame(&RobotMsg::Step(StepFrame {
+        timestamp_us: index * 20_000,
+        trial,
+        episode,
+        step: index,
+        reward: 0.25,
+        roll: 0.0,
+        pitch: 0.0,
+        body_height: 0.3,
+        max_joint_temp: 40.0,
+        faults: 0,
+    }))
+}
+
+fn heartbeat(uptime_ms: u32, state: RobotState) -> Vec<u8> {
+    frame(&RobotMsg::Heartbeat { uptime_ms, state })
+}
+
+/// A firmware of protocol `version` whose answer to StartEpisode is `episode(seq)`; Ready
+/// follows every ParamsApplied; GetStatus is answered by `status`.
+fn episode_firmware(
+    version: u16,
+    episode: impl Fn(u16) -> Vec<u8> + Send + 'static,
+    status: impl Fn(u16) -> RobotMsg + Send + 'static,
+) -> String {
+    let (path, _) = fake_firmware(move |f| match f.msg {
+        HostMsg::Hello { protocol_version } if protocol_version > version => {
+            frame(&RobotMsg::Nack {
+                ack_seq: f.seq,
+                code: NackCode::UnsupportedVersion,
+            })
+        }
+        HostMsg::Hello { .. } => frame(&info_with(f.seq, version, 42)),
+        HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
+        HostMsg::SetParams { values } => {
+            let mut out = frame(&echo(f.seq, values.as_slice()));
+            out.extend(frame(&RobotMsg::Ready));
+            out
+        }
+        HostMsg::StartEpisode { .. } => episode(f.seq),
+        HostMsg::GetStatus => frame(&status(f.seq)),
+        _ => frame(&RobotMsg::Ack { ack_seq: f.seq }),
+    });
+    path
+}
+
+fn ended_status(ack_seq: u16) -> RobotMsg {
+    RobotMsg::Status(Status {
+        ack_seq,
+        boot_id: 42,
+        uptime_ms: 5_000,
+        state: RobotState::Resetting,
+        params_applied: true,
+        phase: EpisodePhase::Ended,
+        trial: 7,
+        episode: 0,
+        steps: 5,
+        episode_return: 1.25,
+        end_status: EpisodeStatus::Completed,
+        stop_cause: StopCause::NotStopped,
+        stop_value: 0.0,
+    })
+}
+
+/// Five steps of trial 7, then a heartbeat that shows the episode over: its EpisodeEnd lost.
+fn five_steps_and_no_end(seq: u16) -> Vec<u8> {
+    let mut out = frame(&RobotMsg::Ack { ack_seq: seq });
+    for i in 0..5 {
+        out.extend(step_frame(7, 0, i));
+    }
+    out.extend(heartbeat(5_000, RobotState::Resetting));
+    out
+}
+
+async fn ready_link(path: &str) -> RobotLink {
+    let mut link = RobotLink::open(path, 115_200, settings()).await.unwrap();
+    link.handshake().await.unwrap();
+    link.set_params(&[2.0, 30.0]).await.unwrap();
+    link.wait_ready(Duration::from_secs(2)).await.unwrap();
+    link
+}
+
+/// Events until an error or the episode's end.
+async fn drain_events(link: &mut RobotLink) -> (Vec<RobotEvent>, Option<LinkError>) {
+    let mut events = Vec::new();
+    loop {
+        match link.next_event().await {
+            Ok(ev) => {
+                let end = matches!(ev, RobotEvent::EpisodeEnd { .. });
+                events.push(ev);
+                if end {
+                    return (events, None);
+                }
+            }
+            Err(e) => return (events, Some(e)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_version_2_firmware_gives_back_a_lost_episode_end_from_its_status() {
+    let path = episode_firmware(2, five_steps_and_no_end, ended_status);
+    let mut link = ready_link(&path).await;
+    assert_eq!(link.info().unwrap().protocol_version, 2);
+    link.start_episode(7, 0, 5, 1).await.unwrap();
+    let (events, err) = drain_events(&mut link).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(
+        events[5],
+        RobotEvent::EpisodeEnd {
+            episode_return: 1.25,
+            steps: 5,
+            status: EpisodeStatus::Completed,
+            recovered: true
+        }
+    );
+    let incidents = link.take_incidents();
+    assert!(
+        incidents.iter().any(|i| i.kind == "lost_episode_end"),
+        "{incidents:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_firmware_negotiates_down_and_a_lost_end_is_reported_lost() {
+    let path = episode_firmware(1, five_steps_and_no_end, ended_status);
+    let mut link = ready_link(&path).await;
+    assert_eq!(link.info().unwrap().protocol_version, 1);
+    link.start_episode(7, 0, 5, 1).await.unwrap();
+    let (events, err) = drain_events(&mut link).await;
+    assert_eq!(events.len(), 5, "the steps, no end: {events:?}");
+    assert!(
+        matches!(
+            err,
+            Some(LinkError::EpisodeLost {
+                episode: 0,
+                state: Some(RobotState::Resetting),
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn duplicated_steps_count_once_and_lost_ones_are_reported() {
+    let path = episode_firmware(
+        2,
+        |seq| {
+            let mut out = frame(&RobotMsg::Ack { ack_seq: seq });
+            for i in [0, 1, 1, 3, 4, 4] {
+                out.extend(step_frame(7, 0, i));
+            }
+            out.extend(frame(&RobotMsg::EpisodeEnd {
+                trial: 7,
+                episode: 0,
+                episode_return: 1.25,
+                steps: 5,
+                status: EpisodeStatus::Completed,
+            }));
+            out
+        },
+        ended_status,
+    );
+    let mut link = ready_link(&path).await;
+    link.start_episode(7, 0, 5, 1).await.unwrap();
+    let (events, err) = drain_events(&mut link).await;
+    assert!(err.is_none(), "{err:?}");
+    let shape: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            RobotEvent::Step(s) => format!("s{}", s.step),
+            RobotEvent::StepsMissed { from, to } => format!("gap{from}-{to}"),
+            RobotEvent::EpisodeEnd { .. } => "end".into(),
+            RobotEvent::SafetyTrip { .. } => "trip".into(),
+        })
+        .collect();
+    assert_eq!(shape, ["s0", "s1", "gap2-3", "s3", "s4", "end"]);
+}
+
+#[tokio::test]
+async fn frames_left_from_an_earlier_episode_never_become_this_ones() {
+    let (path, _) = fake_firmware(move |f| match f.msg {
+        HostMsg::Hello { .. } => frame(&info_with(f.seq, 2, 42)),
+        HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
+        HostMsg::SetParams { values } => {
+            // An earlier session's trial 7 ends (and trips) just before our answer.
+            let mut out = step_frame(7, 0, 3);
+            out.extend(frame(&RobotMsg::SafetyTrip {
+                trial: 7,
+                episode: 0,
+                step: 3,
+                reason: firmware_protocol::TripReason::Watchdog,
+                value: 1001.0,
+            }));
+            out.extend(frame(&RobotMsg::EpisodeEnd {
+                trial: 7,
+                episode: 0,
+                episode_return: 99.0,
+                steps: 4,
+                status: EpisodeStatus::SafetyTrip,
+            }));
+            out.extend(frame(&echo(f.seq, values.as_slice())));
+            out.extend(frame(&RobotMsg::Ready));
+            out
+        }
+        HostMsg::StartEpisode { .. } => {
+            let mut out = frame(&RobotMsg::Ack { ack_seq: f.seq });
+            out.extend(step_frame(7, 0, 0));
+            out.extend(frame(&RobotMsg::EpisodeEnd {
+                trial: 7,
+                episode: 0,
+                episode_return: 0.25,
+                steps: 1,
+                status: EpisodeStatus::Completed,
+            }));
+            out
+        }
+        _ => frame(&RobotMsg::Ack { ack_seq: f.seq }),
+    });
+    let mut link = ready_link(&path).await;
+    link.start_episode(7, 0, 1, 1).await.unwrap();
+    let (events, err) = drain_events(&mut link).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        matches!(
+            events[..],
+            [
+                RobotEvent::Step(_),
+                RobotEvent::EpisodeEnd {
+                    steps: 1,
+                    status: EpisodeStatus::Completed,
+                    ..
+                }
+            ]
+        ),
+        "{events:?}"
+    );
+    // The old Step and EpisodeEnd were dropped as stale; the old trip, seen before the answer
+    // to SetParams, latched nothing.
+    assert_eq!(link.stale_frames(), 2);
+}
+
+#[tokio::test]
+async fn a_reboot_mid_episode_repeats_the_handshake_and_says_so() {
+    let boots = Arc::new(Mutex::new(0u32));
+    let seen = boots.clone();
+    let (path, _) = fake_firmware(move |f| match f.msg {
+        HostMsg::Hello { protocol_version } => {
+            let mut b = seen.lock().unwrap();
+            *b += 1;
+            frame(&info_with(f.seq, protocol_version, 100 + *b))
+        }
+        HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
+        HostMsg::SetParams { values } => {
+            let mut out = frame(&echo(f.seq, values.as_slice()));
+            out.extend(heartbeat(9_000, RobotState::Ready));
+            out
+        }
+        HostMsg::StartEpisode { .. } => {
+            let mut out = frame(&RobotMsg::Ack { ack_seq: f.seq });
+            out.extend(step_frame(7, 0, 0));
+            out.extend(heartbeat(9_100, RobotState::Running));
+            out.extend(heartbeat(40, RobotState::Idle));
+            out
+        }
+        _ => frame(&RobotMsg::Ack { ack_seq: f.seq }),
+    });
+    let mut link = ready_link(&path).await;
+    link.start_episode(7, 0, 100, 1).await.unwrap();
+    let (events, err) = drain_events(&mut link).await;
+    assert_eq!(events.len(), 1);
+    assert!(
+        matches!(err, Some(LinkError::Rebooted { boot_id: 102, .. })),
+        "{err:?}"
+    );
+    assert_eq!(*boots.lock().unwrap(), 2, "the handshake was repeated");
+}
+
+#[tokio::test]
+async fn an_episode_with_no_end_by_its_deadline_is_lost_not_waited_for() {
+    let path = episode_firmware(
+        1,
+        |seq| {
+            let mut out = frame(&RobotMsg::Ack { ack_seq: seq });
+            out.extend(step_frame(7, 0, 0));
+            out
+        },
+        ended_status,
+    );
+    let mut link = RobotLink::open(
+        &path,
+        115_200,
+        LinkSettings {
+            episode_margin: Duration::from_millis(100),
+            ..settings()
+        },
+    )
+    .await
+    .unwrap();
+    link.handshake().await.unwrap();
+    link.set_params(&[2.0, 30.0]).await.unwrap();
+    link.wait_ready(Duration::from_secs(2)).await.unwrap();
+    // 10 steps of 20 ms: a deadline of 10 × 20 × 1.25 + 100 = 350 ms, before the 2 s silence.
+    link.start_episode(7, 0, 10, 1).await.unwrap();
+    let (_, err) = drain_events(&mut link).await;
+    let Some(LinkError::EpisodeLost { why, .. }) = err else {
+        panic!("{err:?}")
+    };
+    assert!(why.contains("deadline"), "{why}");
+}
+
+#[tokio::test]
+async fn a_trip_while_waiting_for_ready_fails_at_once_naming_it() {
+    let (path, _) = fake_firmware(move |f| match f.msg {
+        HostMsg::Hello { protocol_version } => frame(&info_with(f.seq, protocol_version, 42)),
+        HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
+        HostMsg::SetParams { values } => {
+            let mut out = frame(&echo(f.seq, values.as_slice()));
+            out.extend(frame(&RobotMsg::SafetyTrip {
+                trial: 0,
+                episode: 0,
+                step: 0,
+                reason: firmware_protocol::TripReason::BodyHeight,
+                value: 0.04,
+            }));
+            out
+        }
+        _ => frame(&RobotMsg::Ack { ack_seq: f.seq }),
+    });
+    let mut link = RobotLink::open(&path, 115_200, settings()).await.unwrap();
+    link.handshake().await.unwrap();
+    link.set_params(&[2.0, 30.0]).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = link.wait_ready(Duration::from_secs(30)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(&err, LinkError::Latched { cause, watchdog: false, .. } if cause.contains("BodyHeight")),
+        "{err:?}"
+    );
+}

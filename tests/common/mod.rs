@@ -257,3 +257,122 @@ choices = [0, 1, 2]
 pub fn in_state<'a>(trials: &'a [Value], state: &str) -> Vec<&'a Value> {
     trials.iter().filter(|t| t["state"] == state).collect()
 }
+
+/// Runs `cmd` to completion, killing it (and failing the test with what it printed) if it
+/// takes longer than `limit`: a daemon that hangs fails the test instead of hanging it.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the child"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let out = rx
+                .recv()
+                .expect("the killed child is reaped")
+                .expect("output");
+            panic!(
+                "still running after {limit:?} (hung?), killed. stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+impl Workdir {
+    /// The standard test config against a robot started by hand on `device` (no `[sim]`
+    /// table), with a 1 s silence timeout.
+    pub fn hand_config(&self, device: &str, trials: u64, max_steps: u32) -> PathBuf {
+        let text = sim_config(
+            &self.storage_url(),
+            &self.event_log(),
+            trials,
+            max_steps,
+            0.0,
+        )
+        .replace(
+            "device = \"sim\"",
+            &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
+        );
+        let start = text.find("[sim]").unwrap();
+        let end = text.find("[episode]").unwrap();
+        self.write_config(&format!("{}{}", &text[..start], &text[end..]))
+    }
+
+    /// `gaittune run CONFIG [args]`, failing the test if it runs longer than `limit`.
+    pub fn run_within(&self, config: &Path, args: &[&str], limit: Duration) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg(config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("GAITTUNE_LOG", "warn");
+        output_within(cmd, limit)
+    }
+}
+
+/// Checks that the stored study is what the robot ran: every stored episode of a finished
+/// trial equals the robot's last `episode_end` for that trial and episode (return bit for
+/// bit, steps, status), every COMPLETE value is the mean of its stored returns, and no trial
+/// is left RUNNING.
+pub fn assert_study_matches_robot(trials: &[Value], events: &[Value]) {
+    assert!(in_state(trials, "RUNNING").is_empty(), "{trials:?}");
+    for t in trials {
+        let state = t["state"].as_str().unwrap();
+        if state != "COMPLETE" && state != "PRUNED" {
+            continue;
+        }
+        let number = t["number"].as_u64().unwrap();
+        let episodes = t["episodes"].as_array().unwrap();
+        for e in episodes {
+            let episode = e["episode"].as_u64().unwrap();
+            let robot = events
+                .iter()
+                .rfind(|ev| {
+                    ev["event"] == "episode_end"
+                        && ev["trial"].as_u64() == Some(number)
+                        && ev["episode"].as_u64() == Some(episode)
+                })
+                .unwrap_or_else(|| {
+                    panic!("trial {number} episode {episode} was stored but the robot never ended it: {t}")
+                });
+            assert_eq!(
+                (
+                    e["return"].as_f64(),
+                    e["steps"].as_u64(),
+                    e["status"].as_str()
+                ),
+                (
+                    robot["return"].as_f64(),
+                    robot["step"].as_u64(),
+                    robot["status"].as_str()
+                ),
+                "trial {number} episode {episode}: stored {e} but the robot logged {robot}"
+            );
+        }
+        if state == "COMPLETE" {
+            let mean = episodes
+                .iter()
+                .map(|e| e["return"].as_f64().unwrap())
+                .sum::<f64>()
+                / episodes.len() as f64;
+            let value = t["value"].as_f64().unwrap();
+            assert!(
+                (value - mean).abs() <= 1e-9 * mean.abs().max(1.0),
+                "trial {number}: value {value} is not the mean {mean} of its episodes"
+            );
+        }
+    }
+}
