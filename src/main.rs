@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gaittune::config::Config;
-use gaittune::control::{self, EXIT_INTERRUPTED};
+use gaittune::control::{self, Interrupts};
 use gaittune::daemon::{self, RunOutcome, RunOverrides};
 
 /// Tunes a quadruped's gait controller on the robot, over a serial line, safely.
@@ -76,9 +77,10 @@ fn run_study(
     args: StudyArgs,
     trials: Option<u64>,
     reevaluate: Option<(u32, u32)>,
+    interrupts: Interrupts,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let interrupts = control::install()?;
+    let stopped_by = interrupts.clone();
     let outcome = daemon::run(
         config,
         RunOverrides {
@@ -93,7 +95,7 @@ fn run_study(
     )?;
     Ok(match outcome {
         RunOutcome::Finished => ExitCode::SUCCESS,
-        RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
+        RunOutcome::Interrupted => ExitCode::from(stopped_by.exit_code() as u8),
     })
 }
 
@@ -104,6 +106,18 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // First, while this is the only thread: every thread started later inherits the mask.
+    let interrupts = match cli.command {
+        Cmd::Run { .. } | Cmd::Reevaluate { .. } => match control::install() {
+            Ok(interrupts) => Some(interrupts),
+            Err(e) => {
+                eprintln!("gaittune: error: setting up signal handling: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Cmd::Sim(_) | Cmd::Export { .. } => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GAITTUNE_LOG")
@@ -111,8 +125,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match execute(cli.command) {
+    match execute(cli.command, interrupts) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gaittune: error: {e:#}");
@@ -121,15 +134,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
+/// Runs `cmd`; `interrupts` is the signal handling `main` installed for `run` and
+/// `reevaluate`.
+fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode> {
+    let installed = || interrupts.context("signal handling was not installed");
     match cmd {
-        Cmd::Run { args, trials } => run_study(args, trials, None),
+        Cmd::Run { args, trials } => run_study(args, trials, None, installed()?),
         Cmd::Reevaluate {
             args,
             top,
             episodes,
-        } => run_study(args, Some(0), Some((top, episodes))),
+        } => run_study(args, Some(0), Some((top, episodes)), installed()?),
         Cmd::Sim(opts) => {
+            // Started by the daemon, the simulated robot inherits its blocked stop signals.
+            control::unblock_stop_signals().context("unblocking the stop signals")?;
             gaittune::sim::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }

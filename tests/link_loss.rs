@@ -5,18 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn hand_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> std::path::PathBuf {
-    let text = sim_config(&w.storage_url(), &w.event_log(), trials, max_steps, 0.0).replace(
-        "device = \"sim\"",
-        &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
-    );
-    // Drop the [sim] table: the robot was started by hand.
-    let start = text.find("[sim]").unwrap();
-    let end = text.find("[episode]").unwrap();
-    let text = format!("{}{}", &text[..start], &text[end..]);
-    w.write_config(&text)
-}
-
 #[test]
 fn a_robot_that_dies_mid_episode_is_a_clear_error_and_the_trial_is_requeued() {
     let w = Workdir::new();

@@ -253,6 +253,18 @@ choices = [0, 1, 2]
     )
 }
 
+/// A config for `gaittune run` against a simulated robot started by hand on `device` (no
+/// `[sim]` table; a lost robot is noticed after 1 s of silence).
+pub fn hand_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> PathBuf {
+    let text = sim_config(&w.storage_url(), &w.event_log(), trials, max_steps, 0.0).replace(
+        "device = \"sim\"",
+        &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
+    );
+    let start = text.find("[sim]").unwrap();
+    let end = text.find("[episode]").unwrap();
+    w.write_config(&format!("{}{}", &text[..start], &text[end..]))
+}
+
 /// Trials in state `state`.
 pub fn in_state<'a>(trials: &'a [Value], state: &str) -> Vec<&'a Value> {
     trials.iter().filter(|t| t["state"] == state).collect()
