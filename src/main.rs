@@ -128,10 +128,28 @@ fn main() -> ExitCode {
     match execute(cli.command, interrupts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gaittune: error: {e:#}");
+            eprintln!("gaittune: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, "outer: inner", leaving out a cause its parent's message already
+/// quotes.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut parent = String::new();
+    for cause in e.chain() {
+        let line = cause.to_string();
+        if !parent.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        parent = line;
+    }
+    text
 }
 
 /// Runs `cmd`; `interrupts` is the signal handling `main` installed for `run` and

@@ -1,6 +1,7 @@
 //! The robot link: the protocol session over a serial device or pseudo-terminal. It knows
 //! the firmware protocol and nothing about samplers or studies.
 
+mod claim;
 mod link;
 mod port;
 
