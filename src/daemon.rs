@@ -100,13 +100,13 @@ async fn run_async(
         sampler,
     )?;
     for number in study.requeue_running()? {
-        println!("trial {number} was left RUNNING by an earlier run: re-queued");
+        outln!("trial {number} was left RUNNING by an earlier run: re-queued");
     }
     let trials = study.trials()?;
     let finished = count_finished(&trials);
     let reeval_pending = !pending_reevaluation(&config, study.direction(), &trials).is_empty();
     if finished >= config.study.trials && !reeval_pending {
-        println!(
+        outln!(
             "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
             config.study.name, config.study.trials
         );
@@ -133,7 +133,7 @@ async fn run_async(
     let envelope = config.safety.clone();
     link.set_step_guard(Box::new(move |step| envelope.check(step).is_some()));
     let info = link.handshake().await?;
-    println!(
+    outln!(
         "robot '{}' firmware {} on {} — {} parameters, schema {:#010x}, watchdog {} ms",
         info.robot_id,
         info.firmware_version,
@@ -149,9 +149,9 @@ async fn run_async(
             Ok(params) => {
                 let number = study.enqueue(params)?;
                 study.set_attr(number, "baseline", serde_json::Value::Bool(true))?;
-                println!("trial {number} is the baseline: the firmware's default gait");
+                outln!("trial {number} is the baseline: the firmware's default gait");
             }
-            Err(why) => println!("no baseline trial: {why}"),
+            Err(why) => outln!("no baseline trial: {why}"),
         }
     }
 
@@ -200,7 +200,7 @@ pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
                     let warm =
                         sampler::warm_start_from(&trials, &config.space, config.study.direction)
                             .map_err(|e| anyhow!("{}: {e}", place()))?;
-                    println!(
+                    outln!(
                         "CMA-ES warm start from study '{}' in {} ({} trials)",
                         src.study,
                         src.storage,
@@ -452,7 +452,7 @@ impl TrialRunner<'_> {
                 study.clear_progress(trial.number)?;
             }
             let started = Instant::now();
-            println!(
+            outln!(
                 "trial {:>4} [{}/{}] {}",
                 trial.number,
                 finished + 1,
@@ -490,15 +490,15 @@ impl TrialRunner<'_> {
         // The handler already sent one EStop; this one waits for the robot's acknowledgement
         // so we exit knowing the motors are stopped.
         match tokio::time::timeout(Duration::from_secs(2), self.link.estop()).await {
-            Ok(Ok(())) => println!("robot acknowledged EStop (latched)"),
+            Ok(Ok(())) => outln!("robot acknowledged EStop (latched)"),
             Ok(Err(e)) => eprintln!("gaittune: EStop not acknowledged: {e}"),
             Err(_) => eprintln!("gaittune: EStop not acknowledged within 2 s"),
         }
         if let Some(number) = in_flight {
             study.mark_waiting(number)?;
-            println!("trial {number} re-queued (WAITING): it runs again on the next run");
+            outln!("trial {number} re-queued (WAITING): it runs again on the next run");
         }
-        println!("interrupted: study '{}' saved", study.name());
+        outln!("interrupted: study '{}' saved", study.name());
         Ok(RunOutcome::Interrupted)
     }
 
@@ -516,12 +516,12 @@ impl TrialRunner<'_> {
         let secs = started.elapsed().as_secs_f64();
         match end {
             TrialEnd::Complete(v) => {
-                println!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)")
+                outln!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)")
             }
             TrialEnd::Unsafe(why) => {
-                println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
+                outln!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
             }
-            TrialEnd::Poor { step, value } => println!(
+            TrialEnd::Poor { step, value } => outln!(
                 "trial {number:>4} PRUNED(poor) at step {step} (projected {value:.4})  {best}  ({secs:.1} s)"
             ),
         }
@@ -568,7 +568,7 @@ impl TrialRunner<'_> {
                         self.link.device()
                     )));
                 }
-                println!("releasing the robot's latched stop (--release-latch)");
+                outln!("releasing the robot's latched stop (--release-latch)");
                 or_interrupt!(self, self.link.clear_estop())?;
                 or_interrupt!(self, self.link.set_params(&values))?
             }
@@ -693,7 +693,7 @@ impl TrialRunner<'_> {
         let wanted = self.config.study.reevaluate_episodes;
         for (trial, done) in pending {
             let number = trial.number;
-            println!(
+            outln!(
                 "re-evaluating trial {number} (value {:.4}): {} more episodes",
                 trial.value.unwrap_or(f64::NAN),
                 wanted - done
@@ -721,7 +721,7 @@ impl TrialRunner<'_> {
                             evaluation::REEVAL_ATTR,
                             serde_json::json!({ "returns": returns, "unsafe": detail }),
                         )?;
-                        println!("trial {number} was unsafe on re-evaluation: {summary}");
+                        outln!("trial {number} was unsafe on re-evaluation: {summary}");
                         self.release_estop().await?;
                         break;
                     }
@@ -894,7 +894,7 @@ fn print_summary(study: &Study) -> Result<()> {
         .iter()
         .filter(|t| crate::pruner::is_unsafe(t))
         .count();
-    println!(
+    outln!(
         "study '{}': {} complete, {} pruned ({} unsafe), {} failed, {} waiting",
         study.name(),
         count(TrialState::Complete),
@@ -914,24 +914,28 @@ fn print_summary(study: &Study) -> Result<()> {
                 }
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "best trial {}: value {:.4}{versus}",
                 best.number,
                 best.value.unwrap_or(f64::NAN)
             );
             for (name, &v) in &best.params {
-                println!("  {name} = {}", study.space().external(name, v));
+                outln!("  {name} = {}", study.space().external(name, v));
             }
         }
-        None => println!("no complete trial yet"),
+        None => outln!("no complete trial yet"),
     }
     if let Some((trial, stats)) = evaluation::likely_best(&trials, study.direction()) {
-        println!(
+        outln!(
             "likely best (mean over {} episodes): trial {} mean {:.4} ± {:.4} (sd {:.4})",
-            stats.n, trial.number, stats.mean, stats.sem, stats.sd
+            stats.n,
+            trial.number,
+            stats.mean,
+            stats.sem,
+            stats.sd
         );
         for (name, &v) in &trial.params {
-            println!("  {name} = {}", study.space().external(name, v));
+            outln!("  {name} = {}", study.space().external(name, v));
         }
     }
     Ok(())
@@ -993,7 +997,7 @@ impl SimProcess {
             .ok_or_else(|| anyhow!("the simulated robot printed {line:?}, expected 'PTY <path>'"))?
             .trim()
             .to_string();
-        println!("simulated robot started on {device}");
+        outln!("simulated robot started on {device}");
         Ok(SimProcess { child, device })
     }
 }

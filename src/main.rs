@@ -1,5 +1,6 @@
 //! The `gaittune` command: run a tuning study, run the simulated robot, export results.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -176,8 +177,21 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
         } => {
             let text =
                 gaittune::export::export_study(&storage, &study, matches!(format, Format::Csv))?;
-            print!("{text}");
+            print_export(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Prints an export. A reader that stopped early (`| head`) is not an error; any other
+/// failure to deliver the export is.
+fn print_export(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the export to standard output"),
     }
 }
