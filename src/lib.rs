@@ -7,8 +7,10 @@
 //! - [`safety`]: the safety envelope checked on every telemetry frame;
 //! - [`sim`]: simulated robots that run the firmware side of the protocol;
 //! - [`daemon`], [`control`], [`config`]: the trial loop that joins them, operator control,
-//!   and the TOML configuration.
+//!   and the TOML configuration; [`console`]: progress output that survives a closed stdout.
 
+#[macro_use]
+pub mod console;
 pub mod config;
 pub mod control;
 pub mod daemon;

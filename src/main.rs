@@ -1,11 +1,13 @@
 //! The `gaittune` command: run a tuning study, run the simulated robot, export results.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gaittune::config::Config;
-use gaittune::control::{self, EXIT_INTERRUPTED};
+use gaittune::control::{self, Interrupts};
 use gaittune::daemon::{self, RunOutcome, RunOverrides};
 
 /// Tunes a quadruped's gait controller on the robot, over a serial line, safely.
@@ -76,9 +78,10 @@ fn run_study(
     args: StudyArgs,
     trials: Option<u64>,
     reevaluate: Option<(u32, u32)>,
+    interrupts: Interrupts,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let interrupts = control::install()?;
+    let stopped_by = interrupts.clone();
     let outcome = daemon::run(
         config,
         RunOverrides {
@@ -93,7 +96,7 @@ fn run_study(
     )?;
     Ok(match outcome {
         RunOutcome::Finished => ExitCode::SUCCESS,
-        RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED as u8),
+        RunOutcome::Interrupted => ExitCode::from(stopped_by.exit_code() as u8),
     })
 }
 
@@ -104,6 +107,18 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // First, while this is the only thread: every thread started later inherits the mask.
+    let interrupts = match cli.command {
+        Cmd::Run { .. } | Cmd::Reevaluate { .. } => match control::install() {
+            Ok(interrupts) => Some(interrupts),
+            Err(e) => {
+                eprintln!("gaittune: error: setting up signal handling: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Cmd::Sim(_) | Cmd::Export { .. } => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GAITTUNE_LOG")
@@ -111,25 +126,47 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match execute(cli.command) {
+    match execute(cli.command, interrupts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gaittune: error: {e:#}");
+            eprintln!("gaittune: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
+/// An error and its causes, "outer: inner", leaving out a cause its parent's message already
+/// quotes.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut parent = String::new();
+    for cause in e.chain() {
+        let line = cause.to_string();
+        if !parent.contains(&line) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&line);
+        }
+        parent = line;
+    }
+    text
+}
+
+/// Runs `cmd`; `interrupts` is the signal handling `main` installed for `run` and
+/// `reevaluate`.
+fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode> {
+    let installed = || interrupts.context("signal handling was not installed");
     match cmd {
-        Cmd::Run { args, trials } => run_study(args, trials, None),
+        Cmd::Run { args, trials } => run_study(args, trials, None, installed()?),
         Cmd::Reevaluate {
             args,
             top,
             episodes,
-        } => run_study(args, Some(0), Some((top, episodes))),
+        } => run_study(args, Some(0), Some((top, episodes)), installed()?),
         Cmd::Sim(opts) => {
+            // Started by the daemon, the simulated robot inherits its blocked stop signals.
+            control::unblock_stop_signals().context("unblocking the stop signals")?;
             gaittune::sim::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -140,8 +177,21 @@ fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let text =
                 gaittune::export::export_study(&storage, &study, matches!(format, Format::Csv))?;
-            print!("{text}");
+            print_export(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Prints an export. A reader that stopped early (`| head`) is not an error; any other
+/// failure to deliver the export is.
+fn print_export(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the export to standard output"),
     }
 }

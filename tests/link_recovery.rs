@@ -8,6 +8,10 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// The tests that time the robot's watchdog run one at a time: a machine busy with the other
+/// tests must not stall a daemon long enough to trip it.
+static WATCHDOG_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The standard test config with extra `gaittune sim` arguments and `[robot]` keys.
 fn config_with(
     w: &Workdir,
@@ -242,12 +246,13 @@ fn a_trip_during_the_reset_stops_the_run_at_once_and_blames_no_gait() {
 /// so the episode runs again and no gait is booked unsafe.
 #[test]
 fn a_watchdog_trip_from_a_host_stall_reruns_the_episode() {
+    let _one_at_a_time = WATCHDOG_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = Workdir::new();
-    let config = config_with(&w, 4, 400, 2.0, &[], "");
+    let config = config_with(&w, 4, 1000, 3.0, &[], "");
     let config = w.write_config(
         &std::fs::read_to_string(&config)
             .unwrap()
-            .replace("[sim]\n", "[sim]\nwatchdog_ms = 300\n"),
+            .replace("[sim]\n", "[sim]\nwatchdog_ms = 800\n"),
     );
     let child = w.spawn_run(&config);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -267,7 +272,15 @@ fn a_watchdog_trip_from_a_host_stall_reruns_the_episode() {
         trials.iter().all(|t| t["prune_reason"] != "unsafe"),
         "a watchdog trip was booked as an unsafe gait: {trials:?}"
     );
-    assert_eq!(incidents(&trials, "watchdog_trip").len(), 1, "{trials:?}");
+    // Every trip the robot logged (one from the stall, more only on a badly overloaded machine)
+    // was recovered as a host fault.
+    let trips = named(&w.events(), "watchdog").len();
+    assert!(trips >= 1);
+    assert_eq!(
+        incidents(&trials, "watchdog_trip").len(),
+        trips,
+        "{trials:?}"
+    );
     assert_study_matches_robot(&trials, &w.events());
 }
 
@@ -276,12 +289,13 @@ fn a_watchdog_trip_from_a_host_stall_reruns_the_episode() {
 /// watchdog never trips, and the study finishes once the lock is gone.
 #[test]
 fn a_locked_database_does_not_stop_the_heartbeats() {
+    let _one_at_a_time = WATCHDOG_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let w = Workdir::new();
-    let config = config_with(&w, 3, 400, 3.0, &[], "");
+    let config = config_with(&w, 3, 600, 3.0, &[], "");
     let config = w.write_config(
         &std::fs::read_to_string(&config)
             .unwrap()
-            .replace("[sim]\n", "[sim]\nwatchdog_ms = 300\n"),
+            .replace("[sim]\n", "[sim]\nwatchdog_ms = 800\n"),
     );
     let child = w.spawn_run(&config);
     wait_for(LIMIT, "the second episode to run", || {
@@ -289,7 +303,7 @@ fn a_locked_database_does_not_stop_the_heartbeats() {
     });
     let db = rusqlite::Connection::open(w.path("study.db")).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     db.execute_batch("COMMIT").unwrap();
     drop(db);
     let out = output_of(child);

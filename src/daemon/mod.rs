@@ -115,13 +115,13 @@ async fn run_async(
         sampler,
     )?;
     for number in study.requeue_running()? {
-        println!("trial {number} was left RUNNING by an earlier run: re-queued");
+        outln!("trial {number} was left RUNNING by an earlier run: re-queued");
     }
     let trials = study.trials()?;
     let finished = count_finished(&trials);
     let reeval_pending = !pending_reevaluation(&config, study.direction(), &trials).is_empty();
     if finished >= config.study.trials && !reeval_pending {
-        println!(
+        outln!(
             "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
             config.study.name, config.study.trials
         );
@@ -149,7 +149,7 @@ async fn run_async(
     let envelope = config.safety.clone();
     link.set_step_guard(Box::new(move |step| envelope.check(step).is_some()));
     let info = link.handshake().await?;
-    println!(
+    outln!(
         "robot '{}' firmware {} on {} — protocol v{}, {} parameters, schema {:#010x}, watchdog {} ms",
         info.robot_id,
         info.firmware_version,
@@ -167,9 +167,9 @@ async fn run_async(
             Ok(params) => {
                 let number = study.enqueue(params)?;
                 study.set_attr(number, "baseline", serde_json::Value::Bool(true))?;
-                println!("trial {number} is the baseline: the firmware's default gait");
+                outln!("trial {number} is the baseline: the firmware's default gait");
             }
-            Err(why) => println!("no baseline trial: {why}"),
+            Err(why) => outln!("no baseline trial: {why}"),
         }
     }
 
@@ -216,7 +216,7 @@ async fn reconcile_at_start(link: &mut RobotLink) -> Result<()> {
                 .status
                 .map(|s| format!(" (trial {}, episode {})", s.trial, s.episode))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "the robot is running an episode this daemon did not start{which}, left from an earlier session: aborting it"
             );
             link.abort().await?;
@@ -229,7 +229,7 @@ async fn reconcile_at_start(link: &mut RobotLink) -> Result<()> {
                     None => " by an EStop".to_string(),
                 })
                 .unwrap_or_default();
-            println!("the robot is latched stopped{why}");
+            outln!("the robot is latched stopped{why}");
         }
         _ => {}
     }
@@ -262,7 +262,7 @@ pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
                     let warm =
                         sampler::warm_start_from(&trials, &config.space, config.study.direction)
                             .map_err(|e| anyhow!("{}: {e}", place()))?;
-                    println!(
+                    outln!(
                         "CMA-ES warm start from study '{}' in {} ({} trials)",
                         src.study,
                         src.storage,

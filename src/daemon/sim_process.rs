@@ -66,7 +66,7 @@ impl SimProcess {
             .ok_or_else(|| anyhow!("the simulated robot printed {line:?}, expected 'PTY <path>'"))?
             .trim()
             .to_string();
-        println!("simulated robot started on {device}");
+        outln!("simulated robot started on {device}");
         Ok(SimProcess { child, device })
     }
 }

@@ -46,15 +46,15 @@ pub(super) fn print_end(number: u64, end: &TrialEnd, best: Option<&FrozenTrial>,
     let secs = started.elapsed().as_secs_f64();
     match end {
         TrialEnd::Complete(v) => {
-            println!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)")
+            outln!("trial {number:>4} COMPLETE value {v:.4}  {best}  ({secs:.1} s)")
         }
         TrialEnd::Unsafe(why) => {
-            println!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
+            outln!("trial {number:>4} PRUNED(unsafe) {why}  {best}  ({secs:.1} s)")
         }
-        TrialEnd::Poor { step, value } => println!(
+        TrialEnd::Poor { step, value } => outln!(
             "trial {number:>4} PRUNED(poor) at step {step} (projected {value:.4})  {best}  ({secs:.1} s)"
         ),
-        TrialEnd::Failed(why) => println!("trial {number:>4} FAIL {why}  {best}  ({secs:.1} s)"),
+        TrialEnd::Failed(why) => outln!("trial {number:>4} FAIL {why}  {best}  ({secs:.1} s)"),
     }
 }
 
@@ -66,7 +66,7 @@ pub(super) fn print_summary(study: &Study) -> Result<()> {
         .iter()
         .filter(|t| crate::pruner::is_unsafe(t))
         .count();
-    println!(
+    outln!(
         "study '{}': {} complete, {} pruned ({} unsafe), {} failed, {} waiting",
         study.name(),
         count(TrialState::Complete),
@@ -86,24 +86,28 @@ pub(super) fn print_summary(study: &Study) -> Result<()> {
                 }
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "best trial {}: value {:.4}{versus}",
                 best.number,
                 best.value.unwrap_or(f64::NAN)
             );
             for (name, &v) in &best.params {
-                println!("  {name} = {}", study.space().external(name, v));
+                outln!("  {name} = {}", study.space().external(name, v));
             }
         }
-        None => println!("no complete trial yet"),
+        None => outln!("no complete trial yet"),
     }
     if let Some((trial, stats)) = evaluation::likely_best(&trials, study.direction()) {
-        println!(
+        outln!(
             "likely best (mean over {} episodes): trial {} mean {:.4} ± {:.4} (sd {:.4})",
-            stats.n, trial.number, stats.mean, stats.sem, stats.sd
+            stats.n,
+            trial.number,
+            stats.mean,
+            stats.sem,
+            stats.sd
         );
         for (name, &v) in &trial.params {
-            println!("  {name} = {}", study.space().external(name, v));
+            outln!("  {name} = {}", study.space().external(name, v));
         }
     }
     Ok(())

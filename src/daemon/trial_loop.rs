@@ -214,7 +214,7 @@ impl TrialRunner<'_> {
                 })
                 .await?;
             let started = Instant::now();
-            println!(
+            outln!(
                 "trial {:>4} [{}/{}] {}",
                 trial.number,
                 finished + 1,
@@ -285,7 +285,7 @@ impl TrialRunner<'_> {
         // The signal thread already sent one EStop; this one waits for the robot's
         // acknowledgement so we exit knowing the motors are stopped.
         match tokio::time::timeout(Duration::from_secs(2), self.link.estop()).await {
-            Ok(Ok(())) => println!("robot acknowledged EStop (latched)"),
+            Ok(Ok(())) => outln!("robot acknowledged EStop (latched)"),
             Ok(Err(e)) => eprintln!("gaittune: EStop not acknowledged: {e}"),
             Err(_) => eprintln!("gaittune: EStop not acknowledged within 2 s"),
         }
@@ -297,11 +297,23 @@ impl TrialRunner<'_> {
                 .call(move |s| s.requeue_if_running(number))
                 .await?
             {
-                println!("trial {number} re-queued (WAITING): it runs again on the next run");
+                outln!("trial {number} re-queued (WAITING): it runs again on the next run");
             }
         }
-        println!("interrupted: study '{}' saved", self.study_name);
+        outln!("interrupted: study '{}' saved", self.study_name);
         Ok(RunOutcome::Interrupted)
+    }
+
+    /// After an EStop this process sent outside the safety envelope (an operator's signal):
+    /// the interrupt it announces is on its way.
+    async fn interrupted_soon(&self) -> Result<EpisodeOutcome, Stop> {
+        let mut interrupts = self.interrupts.clone();
+        match tokio::time::timeout(Duration::from_secs(2), interrupts.wait()).await {
+            Ok(()) => Err(Stop::Interrupted),
+            Err(_) => Err(Stop::Other(anyhow!(
+                "the robot was stopped by an EStop from this process without an operator's interrupt"
+            ))),
+        }
     }
 
     /// The `interrupt-after-unsafe` failpoint: SIGINT to this process, then wait until the
@@ -345,7 +357,7 @@ impl TrialRunner<'_> {
                         self.link.device()
                     )));
                 }
-                println!("releasing the robot's latched stop (--release-latch)");
+                outln!("releasing the robot's latched stop (--release-latch)");
                 or_interrupt!(self, self.link.clear_estop())?;
                 or_interrupt!(self, self.link.set_params(&values))?
             }
@@ -356,7 +368,7 @@ impl TrialRunner<'_> {
                 .as_object()
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "trial {number}: the firmware clamped {}; recording the values it applied",
                 names.join(", ")
             );
@@ -441,7 +453,7 @@ impl TrialRunner<'_> {
                         self.study.call(move |s| s.fail(number, &why)).await?;
                         return Ok(TrialEnd::Failed(reason));
                     }
-                    println!(
+                    outln!(
                         "trial {number}: {kind} at episode {episode} ({detail}); running the {} again",
                         if trial_lost { "trial" } else { "episode" }
                     );
@@ -584,7 +596,7 @@ impl TrialRunner<'_> {
         let wanted = self.config.study.reevaluate_episodes;
         for (trial, done) in pending {
             let number = trial.number;
-            println!(
+            outln!(
                 "re-evaluating trial {number} (value {:.4}): {} more episodes",
                 trial.value.unwrap_or(f64::NAN),
                 wanted - done
@@ -605,7 +617,7 @@ impl TrialRunner<'_> {
                                 "re-evaluation of trial {number}: too many link faults, the last: {kind}: {detail}"
                             )));
                         }
-                        println!("re-evaluation of trial {number}: {kind} ({detail}); again");
+                        outln!("re-evaluation of trial {number}: {kind} ({detail}); again");
                         if matches!(recovery, Recovery::Trial) {
                             self.apply_params(number, &trial.params).await?;
                         }
@@ -630,7 +642,7 @@ impl TrialRunner<'_> {
                         self.study
                             .call(move |s| s.set_attr(number, evaluation::REEVAL_ATTR, attr))
                             .await?;
-                        println!("trial {number} was unsafe on re-evaluation: {summary}");
+                        outln!("trial {number} was unsafe on re-evaluation: {summary}");
                         or_interrupt!(self, self.link.clear_estop())?;
                         break;
                     }
@@ -653,6 +665,7 @@ impl TrialRunner<'_> {
     ) -> Result<EpisodeOutcome, Stop> {
         let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
         or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
+        let estops_before = self.link.sender().estops_sent();
         let seed = self.episode_seed(number, episode);
         let max_steps = self.config.episode.max_steps;
         or_interrupt!(
@@ -683,6 +696,11 @@ impl TrialRunner<'_> {
                 }
                 Err(LinkError::EpisodeLost { .. }) if aborted => {
                     return Ok(EpisodeOutcome::Pruned { record: None });
+                }
+                Err(LinkError::EpisodeLost { .. })
+                    if self.link.sender().estops_sent() > estops_before =>
+                {
+                    return self.interrupted_soon().await;
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -754,7 +772,7 @@ impl TrialRunner<'_> {
                     recovered,
                 } => {
                     if recovered {
-                        println!(
+                        outln!(
                             "trial {number} episode {episode}: its EpisodeEnd was lost on the line; recovered from the robot's status"
                         );
                     }
@@ -799,6 +817,12 @@ impl TrialRunner<'_> {
                                 Some(record),
                             )),
                         },
+                        // Ours: the signal thread stops the robot before it tells the loop.
+                        EpisodeStatus::EStopped
+                            if self.link.sender().estops_sent() > estops_before =>
+                        {
+                            self.interrupted_soon().await
+                        }
                         EpisodeStatus::EStopped => Err(Stop::Other(anyhow!(
                             "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
                         ))),

@@ -279,6 +279,7 @@ struct FrameWriter {
 #[derive(Clone)]
 pub struct Sender {
     inner: Arc<Mutex<FrameWriter>>,
+    estops: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sender {
@@ -307,7 +308,14 @@ impl Sender {
     /// Sends EStop now, from any thread. Fire and forget: the latch on the firmware side makes
     /// repeats harmless.
     pub fn estop(&self) -> io::Result<()> {
+        self.estops.fetch_add(1, Ordering::SeqCst);
         self.send(&HostMsg::EStop).map(|_| ())
+    }
+
+    /// How many EStops this process has sent on this link (from any thread): an episode
+    /// that ends EStopped was stopped by us if this moved.
+    pub fn estops_sent(&self) -> u64 {
+        self.estops.load(Ordering::SeqCst)
     }
 }
 
@@ -383,6 +391,7 @@ impl RobotLink {
         let stop = stop_reader.clone();
         let sender = Sender {
             inner: Arc::new(Mutex::new(FrameWriter { port, seq: 0 })),
+            estops: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
         let guard: GuardSlot = Arc::new(Mutex::new(None));
         let reader_guard = guard.clone();
@@ -916,6 +925,7 @@ impl RobotLink {
 
     /// Stops the motors now and latches; waits for the acknowledgement.
     pub async fn estop(&mut self) -> Result<(), LinkError> {
+        self.sender.estops.fetch_add(1, Ordering::SeqCst);
         self.command(HostMsg::EStop, "EStop").await
     }
 

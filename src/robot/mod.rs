@@ -6,6 +6,7 @@
 //! - `link`: the I/O around it: handshake, commands with retries, heartbeats, recoveries;
 //! - `port`: opening the device.
 
+mod claim;
 mod link;
 mod port;
 pub mod session;
