@@ -11,15 +11,17 @@
 //! heartbeats, GetStatus (v2), and [`Firmware::reboot`] (a power cycle on cue). Quirks
 //! ([`super::quirks`]) make it misbehave on purpose.
 //!
-//! Decisions the spec leaves open, as this firmware makes them:
-//! - On a safety trip the Step frame that showed the violation is sent first (it counts in
-//!   EpisodeEnd's `steps` and return), then SafetyTrip with that step's index, then EpisodeEnd.
-//! - A watchdog trip reports `step` = the number of Step frames already sent (the index of
-//!   the step that did not run) and `value` = ms since the last valid host frame.
-//! - The watchdog applies while Running only.
-//! - The firmware clock (Step timestamps, heartbeat uptime) is simulated time: it advances by
-//!   `step_period_us` per control step, and follows wall time when no episode runs (never
-//!   going backwards).
+//! Where SPEC.md lets a firmware choose, this one:
+//! - sends the Step frame that showed a limit violation, then SafetyTrip with that step's
+//!   index, then EpisodeEnd (SPEC §10.2 requires this order); a watchdog trip reports `step`
+//!   = the number of Step frames already sent and `value` = ms since the last valid host
+//!   frame;
+//! - applies the watchdog while Running only;
+//! - acts on EStop when its frame is processed, in arrival order (it processes every pending
+//!   byte before each control step, so an EStop takes effect before the next Step);
+//! - keeps its clock (Step timestamps, heartbeat uptime) in simulated time: it advances by
+//!   `step_period_us` per control step and follows wall time when no episode runs (never
+//!   going backwards; a reboot restarts it from zero).
 //!
 //! # Event log
 //!
