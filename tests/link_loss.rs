@@ -30,22 +30,9 @@ fn a_robot_that_dies_mid_episode_is_a_clear_error_and_the_trial_is_requeued() {
 #[test]
 fn a_daemon_killed_mid_episode_trips_the_robots_watchdog() {
     let w = Workdir::new();
-    let log = w.event_log();
-    let sim = HandSim::start(&[
-        "--step-delay-ms",
-        "4",
-        "--watchdog-ms",
-        "300",
-        "--event-log",
-        log.to_str().unwrap(),
-    ]);
+    let sim = w.hand_sim(&["--step-delay-ms", "4", "--watchdog-ms", "300"]);
     let config = w.hand_config(&sim.device, 5, 1000);
-    let mut child = w.spawn_run(&config);
-    wait_for(Duration::from_secs(60), "an episode to start", || {
-        !named(&w.events(), "episode_start").is_empty()
-    });
-    child.kill().unwrap(); // SIGKILL: no handler runs, no EStop is sent
-    child.wait().unwrap();
+    w.kill_run_mid_episode(&config);
     wait_for(
         Duration::from_secs(10),
         "the robot's watchdog to stop the motors",

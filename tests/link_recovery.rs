@@ -88,24 +88,16 @@ fn a_reboot_mid_episode_reruns_the_trial_and_records_no_half_episode() {
 #[test]
 fn stale_frames_of_a_killed_session_never_become_a_record() {
     let w = Workdir::new();
-    let log = w.event_log();
-    let sim = HandSim::start(&[
+    let sim = w.hand_sim(&[
         "--step-delay-ms",
         "4",
         "--watchdog-ms",
         "300",
         "--quirk",
         "keep-output-when-closed",
-        "--event-log",
-        log.to_str().unwrap(),
     ]);
     let config = w.hand_config(&sim.device, 3, 300);
-    let mut child = w.spawn_run(&config);
-    wait_for(LIMIT, "an episode to start", || {
-        !named(&w.events(), "episode_start").is_empty()
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    w.kill_run_mid_episode(&config);
     wait_for(Duration::from_secs(10), "the watchdog trip", || {
         !named(&w.events(), "watchdog").is_empty()
     });
@@ -128,22 +120,9 @@ fn stale_frames_of_a_killed_session_never_become_a_record() {
 #[test]
 fn an_immediate_restart_after_sigkill_aborts_the_orphaned_episode() {
     let w = Workdir::new();
-    let log = w.event_log();
-    let sim = HandSim::start(&[
-        "--step-delay-ms",
-        "4",
-        "--watchdog-ms",
-        "5000",
-        "--event-log",
-        log.to_str().unwrap(),
-    ]);
+    let sim = w.hand_sim(&["--step-delay-ms", "4", "--watchdog-ms", "5000"]);
     let config = w.hand_config(&sim.device, 3, 300);
-    let mut child = w.spawn_run(&config);
-    wait_for(LIMIT, "an episode to start", || {
-        !named(&w.events(), "episode_start").is_empty()
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    w.kill_run_mid_episode(&config);
     let out = w.run_within(&config, &[], LIMIT);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("did not start"), "{}", stdout(&out));

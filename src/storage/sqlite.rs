@@ -751,20 +751,7 @@ impl super::Storage for SqliteStorage {
         step: u64,
         value: f64,
     ) -> Result<(), StorageError> {
-        self.write("report intermediate value", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, "report an intermediate value")?;
-            check_finite(
-                loc,
-                &format!("the intermediate value of trial {number} at step {step}"),
-                value,
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO intermediate (trial_id, step, value) VALUES (?1, ?2, ?3)",
-                params![id, to_i64(loc, "step", step)?, value],
-            )
-            .ctx(loc, "report intermediate value")?;
-            Ok(())
-        })
+        self.report_intermediates(study, number, &[(step, value)])
     }
 
     fn report_intermediates(

@@ -292,6 +292,25 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
 }
 
 impl Workdir {
+    /// A `gaittune sim` started by hand with `args`, logging to this directory's event log.
+    pub fn hand_sim(&self, args: &[&str]) -> HandSim {
+        let log = self.event_log();
+        let mut all = args.to_vec();
+        all.extend(["--event-log", log.to_str().unwrap()]);
+        HandSim::start(&all)
+    }
+
+    /// Starts `gaittune run CONFIG`, waits until the robot has started an episode, and kills
+    /// the daemon with SIGKILL (no handler runs, no EStop is sent).
+    pub fn kill_run_mid_episode(&self, config: &Path) {
+        let mut child = self.spawn_run(config);
+        wait_for(Duration::from_secs(60), "an episode to start", || {
+            !named(&self.events(), "episode_start").is_empty()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// The standard test config against a robot started by hand on `device` (no `[sim]`
     /// table), with a 1 s silence timeout.
     pub fn hand_config(&self, device: &str, trials: u64, max_steps: u32) -> PathBuf {
