@@ -318,3 +318,31 @@ fn a_latched_robot_is_not_moved_without_release_latch() {
     assert_eq!(named(&events, "episode_start").len(), starts, "it moved");
     assert_left_latched(&events);
 }
+
+#[test]
+fn ctrl_c_ends_with_estop_and_exit_130() {
+    let w = Workdir::new();
+    let s = sim(&[], Some(&w.event_log()));
+    let child = Command::new(bin())
+        .args(["probe", &s.device, "--estop-samples", "5", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the probe's second episode",
+        || named(&w.events(), "episode_start").len() >= 2,
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a report after Ctrl-C");
+    assert_eq!(out.status.code(), Some(130), "{report:#}");
+    assert_eq!(report["aborted"], "interrupted", "{report:#}");
+    assert_eq!(report["left_latched"], true, "{report:#}");
+    assert_left_latched(&w.events());
+}

@@ -4,7 +4,7 @@
 //! link), so it controls exactly what is sent — the same seq resent, silence, damaged bytes —
 //! and measures what comes back.
 //!
-//! The checks run in a fixed order ([`checks::CheckId::ALL`]); each judges its own SPEC
+//! The checks run in a fixed order ([`CheckId::ALL`]); each judges its own SPEC
 //! rules only, so one broken rule fails one row. After a failed check the probe brings the
 //! robot back (EStop, ClearEStop, default parameters, Ready) and goes on. Episodes are at
 //! most 200 steps with the firmware's default parameters. Host heartbeats go out every
@@ -128,18 +128,7 @@ pub fn run(opts: &ProbeOptions) -> Report {
     let interrupted = Arc::new(AtomicBool::new(false));
     let slot: WriterSlot = Arc::default();
     install_interrupt_handler(interrupted.clone(), slot.clone());
-    let mut report = Report {
-        device: opts.device.clone(),
-        robot: None,
-        params: Vec::new(),
-        checks: Vec::new(),
-        aborted: None,
-        end: None,
-        passed: 0,
-        failed: 0,
-        skipped: 0,
-        exit_code: EXIT_NO_ROBOT,
-    };
+    let mut report = Report::new(&opts.device);
     progress(&format!("opening {} at {} baud", opts.device, opts.baud));
     let session = match Session::open(&opts.device, opts.baud, interrupted) {
         Ok(s) => s,
@@ -388,4 +377,88 @@ fn finish(mut report: Report, stop: Stop, end: Option<EndState>) -> Report {
 /// One progress line on stderr.
 fn progress(text: &str) {
     eprintln!("probe: {text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(verdict_of: impl Fn(CheckId) -> Verdict) -> Report {
+        let mut r = Report::new("/dev/test");
+        for id in CheckId::ALL {
+            let mut c = Check::new(id);
+            match verdict_of(id) {
+                Verdict::Pass => {}
+                Verdict::Fail => c.fail("x", "y", "§1"),
+                Verdict::Skip => c.mark_skipped("why"),
+            }
+            r.checks.push(c.report());
+        }
+        r
+    }
+
+    fn latched() -> Option<EndState> {
+        Some(EndState {
+            estop_acknowledged: true,
+            state_after: Some("Stopped".into()),
+        })
+    }
+
+    #[test]
+    fn the_exit_status_follows_the_rows_and_why_the_probe_stopped() {
+        let pass = finish(rows(|_| Verdict::Pass), Stop::Done, latched());
+        assert_eq!((pass.exit_code, pass.passed), (EXIT_PASSED, 12));
+        assert!(pass.summary().contains("robot left latched stopped"));
+        let skip = |id| {
+            if id == CheckId::Status {
+                Verdict::Skip
+            } else {
+                Verdict::Pass
+            }
+        };
+        assert_eq!(
+            finish(rows(skip), Stop::Done, latched()).exit_code,
+            EXIT_PASSED
+        );
+        let fail = |id| {
+            if id == CheckId::Abort {
+                Verdict::Fail
+            } else {
+                Verdict::Pass
+            }
+        };
+        let failed = finish(rows(fail), Stop::Done, latched());
+        assert_eq!((failed.exit_code, failed.failed), (EXIT_FAILED, 1));
+        let stopped = finish(rows(fail), Stop::Interrupted, latched());
+        assert_eq!(stopped.exit_code, EXIT_INTERRUPTED);
+        let none = finish(
+            Report::new("/dev/x"),
+            Stop::NoRobot("cannot open".into()),
+            None,
+        );
+        assert_eq!((none.exit_code, none.skipped), (EXIT_NO_ROBOT, 12));
+        assert!(none
+            .checks
+            .iter()
+            .all(|c| c.measured == "not run: cannot open"));
+    }
+
+    #[test]
+    fn the_summary_warns_when_the_robot_did_not_latch() {
+        let mut end = latched();
+        end.as_mut().unwrap().state_after = Some("Ready".into());
+        let r = finish(rows(|_| Verdict::Pass), Stop::Done, end);
+        assert!(
+            r.summary().contains("reported Ready, not Stopped"),
+            "{}",
+            r.summary()
+        );
+        let unacked = Some(EndState {
+            estop_acknowledged: false,
+            state_after: None,
+        });
+        let r = finish(rows(|_| Verdict::Pass), Stop::Done, unacked);
+        assert!(r.summary().contains("stop the robot by hand"));
+        assert!(r.json().contains("\"left_latched\": false"));
+    }
 }

@@ -134,6 +134,22 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report for `device` (exit status 2 until checks run).
+    pub fn new(device: &str) -> Report {
+        Report {
+            device: device.to_string(),
+            robot: None,
+            params: Vec::new(),
+            checks: Vec::new(),
+            aborted: None,
+            end: None,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            exit_code: 2,
+        }
+    }
+
     /// The summary line.
     pub fn summary(&self) -> String {
         let mut s = format!(

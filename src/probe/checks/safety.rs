@@ -249,7 +249,7 @@ pub fn estop_latch(p: &mut Probe) -> Result<Check, SessionError> {
     }
     still_answered(p, &mut c)?;
     let from = p.s.mark();
-    let (_, clear) = p.s.request(&HostMsg::ClearEStop, ANSWER_TIMEOUT)?;
+    let (clear_sent, clear) = p.s.request(&HostMsg::ClearEStop, ANSWER_TIMEOUT)?;
     if !c.expect(
         is_ack(clear.as_ref()),
         "Ack to ClearEStop",
@@ -258,8 +258,7 @@ pub fn estop_latch(p: &mut Probe) -> Result<Check, SessionError> {
     ) {
         return Ok(c);
     }
-    let released = Instant::now();
-    let Some(ready) = p.ready_after(from, released)? else {
+    let Some(ready) = p.ready_after(from, clear_sent.at)? else {
         c.fail(
             "Ready after ClearEStop (parameters applied)",
             format!("none within {} ms", p.ready_timeout.as_millis()),
