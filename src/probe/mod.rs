@@ -227,6 +227,17 @@ fn drive(mut s: Session, opts: &ProbeOptions, report: &mut Report) -> (Session, 
     ];
     for (id, check) in rest {
         progress(id.name());
+        match probe.ensure_ready() {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                let why = format!("the robot is not Ready before {}: {why}", id.name());
+                return (probe.s, version, Stop::Halted(why));
+            }
+            Err(e) => {
+                let stop = on_error(report, id, e);
+                return (probe.s, version, stop);
+            }
+        }
         let c = attempt!(check(&mut probe), probe.s, id, version);
         let failed = c.failed();
         push(report, c);

@@ -517,6 +517,44 @@ impl Probe {
         Ok(Ok(()))
     }
 
+    /// Makes sure the robot is Ready (or Idle) before a check: at once if the last
+    /// state-bearing frame said Ready, else after the next heartbeat (waiting for Ready if it
+    /// is resetting, bringing it back with [`Probe::recover`] if it is running or stopped).
+    pub fn ensure_ready(&mut self) -> Result<Result<(), String>, SessionError> {
+        let last = self.s.frames().iter().rev().find(|f| {
+            matches!(
+                f.msg,
+                RobotMsg::Ready
+                    | RobotMsg::Heartbeat { .. }
+                    | RobotMsg::EpisodeEnd { .. }
+                    | RobotMsg::SafetyTrip { .. }
+                    | RobotMsg::Ack { .. }
+                    | RobotMsg::ParamsApplied { .. }
+            )
+        });
+        if matches!(
+            last.map(|f| f.msg),
+            Some(
+                RobotMsg::Ready
+                    | RobotMsg::Heartbeat {
+                        state: RobotState::Ready,
+                        ..
+                    }
+            )
+        ) {
+            return Ok(Ok(()));
+        }
+        let from = self.s.mark();
+        match self.heartbeat_state(from)? {
+            // Idle: nothing applied yet (the first check applies the defaults).
+            Some(RobotState::Ready | RobotState::Idle) => Ok(Ok(())),
+            Some(RobotState::Resetting) if self.ready_after(from, Instant::now())?.is_some() => {
+                Ok(Ok(()))
+            }
+            _ => self.recover(),
+        }
+    }
+
     /// The robot heartbeats' state at or after `from`, waiting up to 1.5 s (six times the
     /// longest heartbeat period SPEC §7.5 allows).
     pub fn heartbeat_state(&mut self, from: usize) -> Result<Option<RobotState>, SessionError> {

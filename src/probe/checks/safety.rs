@@ -505,6 +505,8 @@ fn quiet_episode(p: &mut Probe, c: &mut Check) -> Result<Option<()>, SessionErro
                     silent.as_millis(),
                     wd.as_millis()
                 ));
+                p.s.resume_heartbeats();
+                p.ready_after(i, f.at)?;
             } else {
                 c.fail(
                     format!(
