@@ -69,7 +69,7 @@ pub fn response_ack_seq(msg: &RobotMsg) -> Option<u16> {
 pub struct Sent {
     /// Its sequence number.
     pub seq: u16,
-    /// When the write returned.
+    /// When the write began (latencies are measured from here).
     pub at: Instant,
     /// The bytes on the wire (for a byte-identical retry).
     pub bytes: Vec<u8>,
@@ -102,21 +102,20 @@ impl Writer {
         let mut port = self.lock();
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let bytes = frame_bytes(seq, msg);
+        let at = Instant::now();
         port.write_all(&bytes)?;
         port.flush()?;
-        Ok(Sent {
-            seq,
-            at: Instant::now(),
-            bytes,
-        })
+        Ok(Sent { seq, at, bytes })
     }
 
-    /// Writes `bytes` as they are (a retry, corrupt bytes, garbage).
+    /// Writes `bytes` as they are (a retry, corrupt bytes, garbage); returns when the write
+    /// began.
     pub fn write_raw(&self, bytes: &[u8]) -> io::Result<Instant> {
         let mut port = self.lock();
+        let at = Instant::now();
         port.write_all(bytes)?;
         port.flush()?;
-        Ok(Instant::now())
+        Ok(at)
     }
 
     /// Sends a host Heartbeat if `enabled` holds, deciding under the write lock so that a

@@ -50,9 +50,18 @@ fn run_and_check(
         .expect("the answer is on the timeline");
     let budget = p.step_budget(max_steps);
     let Some((end_at, end)) = p.wait_end(&ep, Instant::now() + budget)? else {
+        let stray = stray_steps(p, &ep, p.s.mark());
         c.fail(
-            format!("EpisodeEnd after {max_steps} Steps"),
-            format!("none within {} ms", budget.as_millis()),
+            format!(
+                "EpisodeEnd echoing trial {} episode {} after {max_steps} Steps",
+                ep.trial, ep.episode
+            ),
+            format!(
+                "none within {} ms ({} Steps echoing it, {} Steps of other trials/episodes)",
+                budget.as_millis(),
+                p.steps(&ep, ep.from, p.s.mark()).len(),
+                stray.len()
+            ),
             "§9.2",
         );
         return Ok(None);
@@ -66,15 +75,7 @@ fn run_and_check(
             "§7.3",
         );
     }
-    let stray: Vec<String> = p.s.frames()[ep.from..end_at]
-        .iter()
-        .filter_map(|f| match f.msg {
-            RobotMsg::Step(s) if (s.trial, s.episode) != (ep.trial, ep.episode) => {
-                Some(format!("trial {} episode {}", s.trial, s.episode))
-            }
-            _ => None,
-        })
-        .collect();
+    let stray = stray_steps(p, &ep, end_at);
     c.expect(
         stray.is_empty(),
         format!("Steps echoing trial {} episode {}", ep.trial, ep.episode),
@@ -123,6 +124,20 @@ fn run_and_check(
         sum,
         ms(ready)
     )))
+}
+
+/// Steps received since `ep` started, up to timeline position `to`, that echo another trial
+/// or episode.
+fn stray_steps(p: &Probe, ep: &Episode, to: usize) -> Vec<String> {
+    p.s.frames()[ep.from..to]
+        .iter()
+        .filter_map(|f| match f.msg {
+            RobotMsg::Step(s) if (s.trial, s.episode) != (ep.trial, ep.episode) => {
+                Some(format!("trial {} episode {}", s.trial, s.episode))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// EpisodeEnd of a completed episode: echoes, status, step count and the exact return.

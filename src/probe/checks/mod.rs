@@ -103,7 +103,7 @@ impl CheckId {
         match self {
             CheckId::Version => "Hello{v} is answered by Info{v}, or Nack UnsupportedVersion and then Info{1}",
             CheckId::Declarations => "every ParamInfo is well-formed and the schema hash matches them",
-            CheckId::Heartbeats => "robot heartbeats come at least every 250 ms with a rising uptime",
+            CheckId::Heartbeats => "robot heartbeats come at least every 250 ms, well-formed, their uptime never going backwards",
             CheckId::SetParamsEcho => "SetParams echoes bit-identical values, clamps with the mask bit set, refuses NaN and wrong counts atomically",
             CheckId::Episode => "Ack before Step 0, Steps 0,1,2,… echoing trial/episode, EpisodeEnd counts and sums them exactly, then Ready",
             CheckId::RetryIdempotence => "a resent command (same seq and bytes) gets the stored answer and is not executed again",
