@@ -375,5 +375,8 @@ pub fn heartbeats(
         window.as_secs_f64(),
         max_gap.as_millis()
     ));
+    if beats.len() > 1 && beats[0].1 == beats[beats.len() - 1].1 {
+        c.measured("note: uptime_ms did not advance (a clock ahead of wall time, or stopped?)");
+    }
     Ok((c, beats.last().map(|b| b.2)))
 }
