@@ -6,6 +6,7 @@
 //! - [`robot`]: the protocol session with a robot over a serial line; knows no sampler;
 //! - [`safety`]: the safety envelope checked on every telemetry frame;
 //! - [`sim`]: simulated robots that run the firmware side of the protocol;
+//! - [`probe`]: `gaittune probe`, a frame-by-frame conformance check of a firmware;
 //! - [`daemon`], [`control`], [`config`]: the trial loop that joins them, operator control,
 //!   and the TOML configuration; [`console`]: progress output that survives a closed stdout.
 
@@ -16,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod evaluation;
 pub mod export;
+pub mod probe;
 pub mod pruner;
 pub mod robot;
 pub mod safety;

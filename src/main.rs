@@ -59,6 +59,10 @@ enum Cmd {
     },
     /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
     Sim(gaittune::sim::SimOptions),
+    /// Check a firmware (or the simulator) against SPEC.md, frame by frame: prints one row per
+    /// check and leaves the robot latched stopped. Exit 0 all passed, 1 a check failed, 2 the
+    /// checks could not run.
+    Probe(gaittune::probe::ProbeOptions),
     /// Print a study's trials as JSON or CSV.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -169,6 +173,15 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             control::unblock_stop_signals().context("unblocking the stop signals")?;
             gaittune::sim::run(&opts)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Probe(opts) => {
+            let report = gaittune::probe::run(&opts);
+            if opts.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(ExitCode::from(report.exit_code))
         }
         Cmd::Export {
             storage,
