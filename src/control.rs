@@ -17,6 +17,19 @@ use tokio::sync::watch;
 
 use crate::robot::Sender;
 
+/// Something that can stop a robot's motors from any thread, at once: a link's sender, the
+/// probe's writer. What the signal thread and the panic hook fire.
+pub trait EmergencyStop: Send + Sync {
+    /// Writes EStop to the robot now.
+    fn estop(&self) -> std::io::Result<()>;
+}
+
+impl EmergencyStop for Sender {
+    fn estop(&self) -> std::io::Result<()> {
+        Sender::estop(self)
+    }
+}
+
 /// Exit status after an operator interrupt (128 + SIGINT), as shells expect.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -47,12 +60,12 @@ pub fn unblock_stop_signals() -> nix::Result<()> {
 
 /// Where the signal thread and the panic hook find the robot, once a link is open.
 #[derive(Clone, Default)]
-pub struct EStopSlot(Arc<Mutex<Option<Sender>>>);
+pub struct EStopSlot(Arc<Mutex<Option<Arc<dyn EmergencyStop>>>>);
 
 impl EStopSlot {
-    /// Points the slot at a link's sender.
-    pub fn arm(&self, sender: Sender) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+    /// Points the slot at a robot (a link's sender, the probe's writer).
+    pub fn arm(&self, robot: impl EmergencyStop + 'static) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(robot));
     }
 
     /// Forgets the link (it is closed).
@@ -132,13 +145,16 @@ impl Interrupts {
 /// Blocks [`STOP_SIGNALS`], starts the thread that takes them, and installs the panic hook.
 /// Call once per process, first thing in `main`, while no other thread exists: threads
 /// started later inherit the blocked mask, so only the signal thread ever sees these signals.
-pub fn install() -> std::io::Result<Interrupts> {
+///
+/// `then` says what happens after the first signal's EStop, for the operator's notice (e.g.
+/// "saving the study and re-queueing the trial in flight").
+pub fn install(then: &'static str) -> std::io::Result<Interrupts> {
     let signals = stop_signals();
     signals.thread_block().map_err(std::io::Error::from)?;
     let (tx, rx) = watch::channel(None);
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || take_signals(&signals, &tx))?;
+        .spawn(move || take_signals(&signals, &tx, then))?;
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if global_slot().fire() {
@@ -151,7 +167,7 @@ pub fn install() -> std::io::Result<Interrupts> {
 
 /// The signal thread: every stop signal sends EStop at once; the first one then asks the
 /// trial loop to wind down, any later one exits the process.
-fn take_signals(signals: &SigSet, tx: &watch::Sender<Option<Signal>>) {
+fn take_signals(signals: &SigSet, tx: &watch::Sender<Option<Signal>>, then: &str) {
     loop {
         let signal = match signals.wait() {
             Ok(signal) => signal,
@@ -167,7 +183,7 @@ fn take_signals(signals: &SigSet, tx: &watch::Sender<Option<Signal>>) {
         match first {
             None => {
                 // The notice first: the trial loop may exit as soon as it hears.
-                notice(&first_notice(signal, sent));
+                notice(&first_notice(signal, sent, then));
                 tx.send_replace(Some(signal));
             }
             Some(first) => {
@@ -182,13 +198,12 @@ fn take_signals(signals: &SigSet, tx: &watch::Sender<Option<Signal>>) {
 }
 
 /// What the operator reads after the first stop signal.
-fn first_notice(signal: Signal, sent: bool) -> String {
+fn first_notice(signal: Signal, sent: bool, saving: &str) -> String {
     let estop = if sent {
         "EStop sent to the robot"
     } else {
         "no robot connected"
     };
-    let saving = "saving the study and re-queueing the trial in flight";
     match signal {
         Signal::SIGINT => {
             format!("\ngaittune: interrupt — {estop}; {saving} (Ctrl-C again to quit at once)")

@@ -114,13 +114,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // First, while this is the only thread: every thread started later inherits the mask.
     let interrupts = match cli.command {
-        Cmd::Run { .. } | Cmd::Reevaluate { .. } => match control::install() {
-            Ok(interrupts) => Some(interrupts),
-            Err(e) => {
-                eprintln!("gaittune: error: setting up signal handling: {e}");
-                return ExitCode::FAILURE;
+        Cmd::Run { .. } | Cmd::Reevaluate { .. } | Cmd::Probe(_) => {
+            let then = match cli.command {
+                Cmd::Probe(_) => "finishing with a last EStop",
+                _ => "saving the study and re-queueing the trial in flight",
+            };
+            match control::install(then) {
+                Ok(interrupts) => Some(interrupts),
+                Err(e) => {
+                    eprintln!("gaittune: error: setting up signal handling: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         Cmd::Sim(_) | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
@@ -175,13 +181,20 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Probe(opts) => {
-            let report = gaittune::probe::run(&opts);
+            let interrupts = installed()?;
+            let report = gaittune::probe::run(&opts, interrupts.clone());
             if opts.json {
                 println!("{}", report.json());
             } else {
                 print!("{}", report.table());
             }
-            Ok(ExitCode::from(report.exit_code))
+            Ok(ExitCode::from(
+                if report.exit_code == gaittune::probe::EXIT_INTERRUPTED {
+                    interrupts.exit_code() as u8
+                } else {
+                    report.exit_code
+                },
+            ))
         }
         Cmd::Export {
             storage,

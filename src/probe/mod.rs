@@ -28,8 +28,7 @@ mod session;
 pub use checks::CheckId;
 pub use report::{CheckReport, EndState, Failure, ParamRow, Report, RobotSummary, Verdict};
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::control::{self, Interrupts};
 use std::time::{Duration, Instant};
 
 use firmware_protocol::{HostMsg, RobotMsg, RobotState};
@@ -95,49 +94,22 @@ impl Drop for EStopOnDrop {
     }
 }
 
-/// Where the signal handler finds the robot.
-type WriterSlot = Arc<Mutex<Option<Writer>>>;
-
-/// Installs the Ctrl-C / SIGTERM handler: EStop at once, then let the probe finish with its
-/// final EStop; a second signal exits at once.
-fn install_interrupt_handler(interrupted: Arc<AtomicBool>, slot: WriterSlot) {
-    let count = AtomicU32::new(0);
-    let installed = ctrlc::set_handler(move || {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        interrupted.store(true, Ordering::SeqCst);
-        let writer = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let sent = writer.map(|w| w.estop().is_ok()).unwrap_or(false);
-        if n == 1 {
-            eprintln!(
-                "\ngaittune probe: interrupted — {}; finishing with EStop (Ctrl-C again to quit at once)",
-                if sent { "EStop sent" } else { "no robot connected" }
-            );
-        } else {
-            eprintln!("gaittune probe: second interrupt — exiting now");
-            std::process::exit(EXIT_INTERRUPTED as i32);
-        }
-    });
-    if let Err(e) = installed {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
-    }
-}
-
 /// Runs the probe against `opts.device` and returns its report (print it with
 /// [`Report::table`] or [`Report::json`]; exit with [`Report::exit_code`]).
-pub fn run(opts: &ProbeOptions) -> Report {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let slot: WriterSlot = Arc::default();
-    install_interrupt_handler(interrupted.clone(), slot.clone());
+///
+/// `interrupts` are the stop signals `control::install` took: the first sends EStop from
+/// the signal thread at once, then the probe ends with its own final EStop.
+pub fn run(opts: &ProbeOptions, interrupts: Interrupts) -> Report {
     let mut report = Report::new(&opts.device);
     progress(&format!("opening {} at {} baud", opts.device, opts.baud));
-    let session = match Session::open(&opts.device, opts.baud, interrupted) {
+    let session = match Session::open(&opts.device, opts.baud, interrupts) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("cannot open {}: {e}", opts.device);
             return finish(report, Stop::NoRobot(why), None);
         }
     };
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.writer());
+    control::global_slot().arm(session.writer());
     let _guard = EStopOnDrop(Some(session.writer()));
     let (mut session, version, stop) = drive(session, opts, &mut report);
     progress("final EStop");

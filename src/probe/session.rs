@@ -7,6 +7,7 @@
 //! ([`Writer::estop`]). Each frame is allocated its sequence number and written under one
 //! lock, so sequence order is write order (SPEC §7.2).
 
+use crate::control::Interrupts;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -141,6 +142,12 @@ impl Writer {
     }
 }
 
+impl crate::control::EmergencyStop for Writer {
+    fn estop(&self) -> io::Result<()> {
+        Writer::estop(self).map(|_| ())
+    }
+}
+
 /// Encodes one host frame, delimiter included.
 pub fn frame_bytes(seq: u16, msg: &HostMsg) -> Vec<u8> {
     let mut buf = [0u8; MAX_FRAME];
@@ -203,7 +210,7 @@ pub struct Session {
     reader_stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     heartbeats: Option<Heartbeats>,
-    interrupted: Arc<AtomicBool>,
+    interrupts: Interrupts,
     epoch: Instant,
 }
 
@@ -211,7 +218,7 @@ impl Session {
     /// Opens `device` at `baud`, starts the reader thread and writes one 0x00 so stale bytes
     /// in the robot's buffer end as one discarded frame (SPEC §2.5). `interrupted` is polled
     /// by every wait.
-    pub fn open(device: &str, baud: u32, interrupted: Arc<AtomicBool>) -> io::Result<Session> {
+    pub fn open(device: &str, baud: u32, interrupts: Interrupts) -> io::Result<Session> {
         let port = Port::open(device, baud)?;
         let mut read_half = port.try_clone()?;
         let writer = Writer {
@@ -264,7 +271,7 @@ impl Session {
             reader_stop,
             reader: Some(reader),
             heartbeats: None,
-            interrupted,
+            interrupts,
             epoch: Instant::now(),
         })
     }
@@ -301,7 +308,7 @@ impl Session {
     /// From now on waits ignore the operator's interrupt (for the final EStop, which must
     /// wait for its Ack even after Ctrl-C).
     pub fn ignore_interrupts(&mut self) {
-        self.interrupted = Arc::new(AtomicBool::new(false));
+        self.interrupts = Interrupts::never();
     }
 
     /// Sends a command (or heartbeat) with the next sequence number.
@@ -348,7 +355,7 @@ impl Session {
     /// least one item. Returns false if nothing came.
     fn pump(&mut self, deadline: Instant) -> Result<bool, SessionError> {
         loop {
-            if self.interrupted.load(Ordering::SeqCst) {
+            if self.interrupts.requested() {
                 return Err(SessionError::Interrupted);
             }
             if let Some(why) = &self.closed {

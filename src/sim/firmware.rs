@@ -509,6 +509,8 @@ impl<M: RobotModel> Firmware<M> {
                         if left <= 1 {
                             self.estop_pending = None;
                             self.state = RobotState::Stopped;
+                            self.stop_cause = StopCause::EStop;
+                            self.stop_value = 0.0;
                             self.end_episode(EpisodeStatus::EStopped, now, out);
                         } else {
                             self.estop_pending = Some(left - 1);
