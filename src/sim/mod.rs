@@ -198,7 +198,9 @@ impl SimOptions {
             robot_id: ROBOT_ID.into(),
             boot_id,
             watchdog_ms: self.watchdog_ms,
-            step_period_us: STEP_PERIOD_US,
+            // A robot never runs slower than the period it declares (SPEC §9.2): paced
+            // slower than 20 ms, the simulated robot declares its pace.
+            step_period_us: STEP_PERIOD_US.max((self.step_delay_ms.max(0.0) * 1e3) as u32),
             step_delay: if self.realtime {
                 Duration::from_micros(STEP_PERIOD_US as u64)
             } else {
