@@ -6,9 +6,11 @@
 //! - [`robot`]: the protocol session with a robot over a serial line; knows no sampler;
 //! - [`safety`]: the safety envelope checked on every telemetry frame;
 //! - [`sim`]: simulated robots that run the firmware side of the protocol;
+//! - [`chaos`]: a fault-injecting proxy between a host and a robot (`gaittune chaos`);
 //! - [`daemon`], [`control`], [`config`]: the trial loop that joins them, operator control,
 //!   and the TOML configuration.
 
+pub mod chaos;
 pub mod config;
 pub mod control;
 pub mod daemon;

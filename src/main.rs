@@ -1,4 +1,5 @@
-//! The `gaittune` command: run a tuning study, run the simulated robot, export results.
+//! The `gaittune` command: run a tuning study, run the simulated robot, inject faults on its
+//! line, export results.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,10 @@ enum Cmd {
     },
     /// Run the simulated robot: the firmware side of the protocol on a pseudo-terminal.
     Sim(gaittune::sim::SimOptions),
+    /// A fault-injecting proxy between a host and a robot: drops, duplicates, corrupts,
+    /// delays and reorders frames, stalls the line, reboots the robot.
+    #[command(after_help = gaittune::chaos::FAULT_HELP)]
+    Chaos(gaittune::chaos::ChaosOptions),
     /// Print a study's trials as JSON or CSV.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -131,6 +136,10 @@ fn execute(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => run_study(args, Some(0), Some((top, episodes))),
         Cmd::Sim(opts) => {
             gaittune::sim::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Chaos(opts) => {
+            gaittune::chaos::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Export {

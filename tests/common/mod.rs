@@ -257,3 +257,349 @@ choices = [0, 1, 2]
 pub fn in_state<'a>(trials: &'a [Value], state: &str) -> Vec<&'a Value> {
     trials.iter().filter(|t| t["state"] == state).collect()
 }
+
+// ---------------------------------------------------------------- chaos: proxy, runs, checks
+
+mod robot_check;
+#[allow(unused_imports)]
+pub use robot_check::{assert_study_matches_robot, study_mismatches};
+
+use std::io::{Read, Write};
+use std::process::ExitStatus;
+
+use firmware_protocol::{
+    decode, encode, FrameAccumulator, HostMsg, ParamValues, RobotMsg, MAX_FRAME,
+};
+
+/// Reads a child's first stdout line within `limit` (then drains the rest in the
+/// background); `None` if it printed nothing in time.
+fn first_line_within(child: &mut Child, limit: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        for _ in reader.lines() {}
+    });
+    rx.recv_timeout(limit).ok().filter(|l| !l.is_empty())
+}
+
+/// Sends SIGTERM, then SIGKILL if the process is still there after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// `gaittune chaos` in front of a `gaittune sim` it started: the sim logs its events to
+/// the workdir's event log, the proxy its faults to `chaos.jsonl`.
+pub struct ChaosProxy {
+    pub child: Child,
+    pub device: String,
+    pub log: PathBuf,
+}
+
+impl ChaosProxy {
+    /// Starts `gaittune chaos --seed SEED --fault F... -- gaittune sim --event-log … SIM_ARGS`.
+    pub fn start(w: &Workdir, seed: u64, faults: &[&str], sim_args: &[&str]) -> ChaosProxy {
+        let log = w.path("chaos.jsonl");
+        let mut cmd = Command::new(bin());
+        cmd.arg("chaos")
+            .args(["--seed", &seed.to_string(), "--log"])
+            .arg(&log);
+        for f in faults {
+            cmd.args(["--fault", f]);
+        }
+        cmd.arg("--")
+            .arg(bin())
+            .arg("sim")
+            .arg("--event-log")
+            .arg(w.event_log())
+            .args(sim_args);
+        Self::spawn(cmd, log)
+    }
+
+    /// Starts `gaittune chaos ARGS` (which must print its pty).
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> ChaosProxy {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gaittune chaos");
+        let line = first_line_within(&mut child, Duration::from_secs(20));
+        let device = match line.as_deref().and_then(|l| l.strip_prefix("PTY ")) {
+            Some(path) => path.trim().to_string(),
+            None => {
+                terminate(&mut child, Duration::from_secs(5));
+                panic!("gaittune chaos printed {line:?}, expected 'PTY <path>'");
+            }
+        };
+        ChaosProxy { child, device, log }
+    }
+
+    /// The faults injected so far (its --log).
+    pub fn injected(&self) -> Vec<Value> {
+        read_events(&self.log)
+    }
+
+    /// The pid of the robot process the proxy started.
+    pub fn robot_pid(&self) -> Option<i32> {
+        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
+        std::fs::read_to_string(children)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Injected faults of kind `fault`.
+pub fn faults_of<'a>(injected: &'a [Value], fault: &str) -> Vec<&'a Value> {
+    injected.iter().filter(|i| i["fault"] == fault).collect()
+}
+
+/// A config for a robot started by hand on `device`: [`sim_config`] without its `[sim]`
+/// table, with a 1 s silence timeout (as tests/link_loss.rs).
+pub fn device_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> PathBuf {
+    let text = sim_config(&w.storage_url(), &w.event_log(), trials, max_steps, 0.0).replace(
+        "device = \"sim\"",
+        &format!("device = \"{device}\"\nsilence_timeout_ms = 1000"),
+    );
+    let start = text.find("[sim]").unwrap();
+    let end = text.find("[episode]").unwrap();
+    w.write_config(&format!("{}{}", &text[..start], &text[end..]))
+}
+
+/// How a bounded `gaittune run` went.
+pub struct BoundedRun {
+    /// Its exit status; `None` if it was killed for running over its time.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl BoundedRun {
+    /// Both streams, for a failure message.
+    pub fn output(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// `gaittune run CONFIG`, killed (SIGTERM, then SIGKILL) if it runs longer than `limit`.
+pub fn run_within(w: &Workdir, config: &Path, limit: Duration) -> BoundedRun {
+    let start = Instant::now();
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg(config)
+        .current_dir(w.dir.path())
+        .env("GAITTUNE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gaittune run");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = None;
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if status.is_none() {
+        terminate(&mut child, Duration::from_secs(5));
+    }
+    let _ = child.wait();
+    BoundedRun {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A host scripted by hand over a pty: sends frames, reads robot frames with their arrival
+/// time, and sends a heartbeat every 100 ms while it reads.
+pub struct ScriptHost {
+    file: std::fs::File,
+    seq: u16,
+    rx: FrameAccumulator,
+    last_beat: Instant,
+    /// Decoded, not yet handed out.
+    pending: std::collections::VecDeque<(Instant, RobotMsg)>,
+}
+
+impl ScriptHost {
+    pub fn open(path: &str) -> ScriptHost {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, SpecialCharacterIndices};
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NOCTTY)
+            .open(path)
+            .expect("open the pty");
+        let mut t = tcgetattr(&file).unwrap();
+        cfmakeraw(&mut t);
+        t.control_chars[SpecialCharacterIndices::VMIN as usize] = 0;
+        t.control_chars[SpecialCharacterIndices::VTIME as usize] = 1;
+        tcsetattr(&file, SetArg::TCSANOW, &t).unwrap();
+        let mut host = ScriptHost {
+            file,
+            seq: 0,
+            rx: FrameAccumulator::new(),
+            last_beat: Instant::now(),
+            pending: Default::default(),
+        };
+        host.file.write_all(&[0]).unwrap();
+        host
+    }
+
+    /// Sends `msg` with the next sequence number; returns it.
+    pub fn send(&mut self, msg: &HostMsg) -> u16 {
+        self.seq = self.seq.wrapping_add(1);
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode(self.seq, msg, &mut buf).unwrap();
+        self.file.write_all(&buf[..n]).unwrap();
+        self.seq
+    }
+
+    /// Reads robot messages until `done` holds for one (included), or panics naming `what`
+    /// after `limit`.
+    pub fn recv_until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&RobotMsg) -> bool,
+    ) -> Vec<(Instant, RobotMsg)> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        loop {
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; received {:?}",
+                got.iter().map(|(_, m)| m).collect::<Vec<_>>()
+            );
+            self.read_some();
+            while let Some((t, m)) = self.pending.pop_front() {
+                let stop = done(&m);
+                got.push((t, m));
+                if stop {
+                    return got;
+                }
+            }
+        }
+    }
+
+    /// Reads robot messages for `d`.
+    pub fn recv_for(&mut self, d: Duration) -> Vec<(Instant, RobotMsg)> {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            self.read_some();
+        }
+        self.pending.drain(..).collect()
+    }
+
+    /// Reads what arrives within 100 ms into `pending`.
+    fn read_some(&mut self) {
+        if self.last_beat.elapsed() >= Duration::from_millis(100) {
+            self.send(&HostMsg::Heartbeat { host_time_ms: 0 });
+            self.last_beat = Instant::now();
+        }
+        let mut buf = [0u8; 1024];
+        let n = self.file.read(&mut buf).unwrap_or(0);
+        let now = Instant::now();
+        for &b in &buf[..n] {
+            if let Some(Ok(stuffed)) = self.rx.push(b) {
+                if let Ok(frame) = decode::<RobotMsg>(stuffed) {
+                    self.pending.push_back((now, frame.msg));
+                }
+            }
+        }
+    }
+
+    /// Hello (protocol version 1), every ParamInfo, then SetParams of the defaults and
+    /// Ready.
+    pub fn handshake_and_apply_defaults(&mut self) {
+        self.send(&HostMsg::Hello {
+            protocol_version: 1,
+        });
+        let mut count = 0;
+        self.recv_until(Duration::from_secs(10), "Info", |m| match m {
+            RobotMsg::Info { param_count, .. } => {
+                count = *param_count;
+                true
+            }
+            _ => false,
+        });
+        let mut defaults = Vec::new();
+        for index in 0..count {
+            self.send(&HostMsg::GetParamInfo { index });
+            self.recv_until(Duration::from_secs(10), "ParamInfo", |m| match m {
+                RobotMsg::ParamInfo { default, .. } => {
+                    defaults.push(*default);
+                    true
+                }
+                _ => false,
+            });
+        }
+        self.send(&HostMsg::SetParams {
+            values: ParamValues::from_slice(&defaults).unwrap(),
+        });
+        self.recv_until(Duration::from_secs(10), "Ready after SetParams", |m| {
+            matches!(m, RobotMsg::Ready)
+        });
+    }
+
+    /// StartEpisode; returns when it was sent.
+    pub fn start(&mut self, trial: u32, episode: u16, max_steps: u32) -> Instant {
+        self.send(&HostMsg::StartEpisode {
+            trial,
+            episode,
+            max_steps,
+            seed: 7,
+        });
+        Instant::now()
+    }
+}
+
+/// The Step frames among `msgs`, as (episode, step).
+pub fn steps_of(msgs: &[(Instant, RobotMsg)]) -> Vec<(u16, u32)> {
+    msgs.iter()
+        .filter_map(|(_, m)| match m {
+            RobotMsg::Step(s) => Some((s.episode, s.step)),
+            _ => None,
+        })
+        .collect()
+}
