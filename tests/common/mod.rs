@@ -307,8 +307,11 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
 /// `gaittune chaos` in front of a `gaittune sim` it started: the sim logs its events to
 /// the workdir's event log, the proxy its faults to `chaos.jsonl`.
 pub struct ChaosProxy {
+    /// The `gaittune chaos` process.
     pub child: Child,
+    /// The pty it serves hosts on.
     pub device: String,
+    /// Its fault log (--log).
     pub log: PathBuf,
 }
 
@@ -395,8 +398,11 @@ pub fn device_config(w: &Workdir, device: &str, trials: u64, max_steps: u32) -> 
 pub struct BoundedRun {
     /// Its exit status; `None` if it was killed for running over its time.
     pub status: Option<ExitStatus>,
+    /// Its standard output.
     pub stdout: String,
+    /// Its standard error.
     pub stderr: String,
+    /// How long it ran.
     pub elapsed: Duration,
 }
 
@@ -461,6 +467,7 @@ pub struct ScriptHost {
 }
 
 impl ScriptHost {
+    /// Opens the pty at `path` raw and sends a lone 0x00 (SPEC §2.5).
     pub fn open(path: &str) -> ScriptHost {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, SpecialCharacterIndices};
         use std::os::unix::fs::OpenOptionsExt;
