@@ -5,6 +5,7 @@ Reads what bench/run.sh produced in bench/out/:
   efficiency_gaittune.json, efficiency_optuna.json  best value after 50/100/200 trials
   pruners_gaittune.json, pruners_optuna.json        pruners on the learning-curve problem
   robot.json                                        studies on the simulated robot (real daemon)
+  chaos.json                                        a study through gaittune chaos (benches/chaos.rs)
   problems_check.txt                                the Rust port vs problems.py
 Missing inputs are skipped with a note. Rank tests: one-sided Mann-Whitney U (scipy), over
 seeds, each gaittune sampler against the Optuna sampler of the same kind.
@@ -380,6 +381,36 @@ def report_robot(doc, R):
     R["robot"] = out
 
 
+# ---------------------------------------------------------------------------------- chaos
+
+def report_chaos(doc, R):
+    """A study through the fault-injecting proxy, without and with faults (benches/chaos.rs)."""
+    if not doc:
+        return
+    m = doc["meta"]
+    print(f"\n## Chaos: {m['trials']} trials x {m['steps']} steps of the simulated robot through gaittune chaos "
+          f"({', '.join(m['faults'])})")
+    rows = []
+    for r in doc["runs"]:
+        o, rt = r["outcome"], r["robot"]
+        faults = ", ".join(f"{k} {v}" for k, v in r["faults_injected"].items()) or "none"
+        lost = rt["not_stored_s"]
+        pct = 100 * lost / rt["ran_s"] if rt["ran_s"] else 0.0
+        rows.append([r["label"], r["ending"], f"{r['wall_s']:.1f}", faults,
+                     f"{o['complete']}/{o['pruned']}/{o['failed']}/{o['requeued']}",
+                     f"{lost:.1f} ({pct:.1f} %)", "yes" if r["mismatch_count"] == 0 else f"NO ({r['mismatch_count']})"])
+    table(rows, ["run", "ending", "wall s", "faults injected", "complete/pruned/failed/requeued",
+                 "robot s not stored", "stored = robot ran"])
+    for r in doc["runs"]:
+        if r["incidents"]:
+            print(f"\n  incidents of the {r['label']} run (the daemon's link_incidents):")
+            table([[k, v["n"], fnum(v["recovery_ms_p50"]), fnum(v["recovery_ms_max"]), fnum(v["robot_s_lost"])]
+                   for k, v in r["incidents"].items()],
+                  ["incident", "n", "recovery p50 ms", "max ms", "robot s lost"])
+    print(f"\n  wall time with faults / without: {doc['wall_ratio']:.2f}x")
+    R["chaos"] = doc
+
+
 # -------------------------------------------------------------------------------- targets
 
 def report_targets(R):
@@ -420,7 +451,15 @@ def report_targets(R):
                     "detail": f"{c['unsafe_mean_on']:.1f} vs {c['unsafe_mean_off']:.1f} unsafe trials per study "
                               f"({100 * (c['unsafe_reduction'] or 0):.0f} % fewer); best value on vs off: "
                               f"{c['verdict_best_on_vs_off']}"})
-    print("\n## Targets (issues 4 and 5)")
+    chaos = R.get("chaos")
+    if chaos:
+        faulty = chaos["runs"][-1]
+        out.append({"target": "chaos: the daemon finishes a study over a faulty line with robot reboots, "
+                              "storing only what the robot ran",
+                    "status": "MET" if faulty["ok"] else "MISSED",
+                    "detail": f"{faulty['ending']}, {faulty['mismatch_count']} stored records the robot did not run, "
+                              f"{faulty['wall_s']:.0f} s ({chaos['wall_ratio']:.2f}x the clean run)"})
+    print("\n## Targets (issues 4, 5 and 10)")
     for t in out:
         print(f"  [{t['status']}] {t['target']}: {t['detail']}")
     R["targets"] = out
@@ -441,12 +480,13 @@ def main():
         print(R["problems_check"])
     docs = {n: load(a.dir, f"{n}.json") for n in ("overhead_gaittune", "overhead_optuna", "efficiency_gaittune",
                                                    "efficiency_optuna", "pruners_gaittune", "pruners_optuna",
-                                                   "robot")}
+                                                   "robot", "chaos")}
     R["meta"]["sides"] = {n: d["meta"] for n, d in docs.items() if d}
     report_overhead(docs["overhead_gaittune"], docs["overhead_optuna"], R)
     report_efficiency(docs["efficiency_gaittune"], docs["efficiency_optuna"], R)
     report_pruners(docs["pruners_gaittune"], docs["pruners_optuna"], R)
     report_robot(docs["robot"], R)
+    report_chaos(docs["chaos"], R)
     report_targets(R)
     with open(a.out, "w") as f:
         json.dump(R, f, indent=1)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark: gaittune's samplers and pruners next to Optuna 5.0's on the same problems,
 # in one run, printed side by side, then tuning studies on the simulated robot through the
-# real daemon; every figure goes to bench/results.json. See bench/README.md.
+# real daemon, then a study through the fault-injecting proxy (gaittune chaos); every figure
+# goes to bench/results.json. See bench/README.md.
 #
 #   bench/run.sh            full run   (~20 min on 2 cores)
 #   bench/run.sh --quick    smoke test (~6 min on 2 cores, plus the venv's first install)
 #
 # Options: --quick, --jobs N (parallel workers; default 2),
-#          --only PARTS (comma-separated: samplers, pruners, robot; default all three),
+#          --only PARTS (comma-separated: samplers, pruners, robot, chaos; default all four),
 #          --skip-optuna (gaittune side only; the tables then have no Optuna column).
 # The timing runs (overhead) run one at a time, alone: do not run other work meanwhile.
 set -euo pipefail
@@ -18,12 +19,12 @@ cd "$ROOT"
 MODE=full
 JOBS=2
 OPTUNA=1
-ONLY=samplers,pruners,robot
+ONLY=samplers,pruners,robot,chaos
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --jobs) JOBS="${2:?--jobs needs a number}"; shift ;;
-        --only) ONLY="${2:?--only needs a list: samplers,pruners,robot}"; shift ;;
+        --only) ONLY="${2:?--only needs a list: samplers,pruners,robot,chaos}"; shift ;;
         --skip-optuna) OPTUNA=0 ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "bench/run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -32,14 +33,14 @@ while [ $# -gt 0 ]; do
 done
 
 for part in ${ONLY//,/ }; do
-    case "$part" in samplers|pruners|robot) ;; *) echo "bench/run.sh: --only: unknown part '$part' (samplers, pruners, robot)" >&2; exit 2 ;; esac
+    case "$part" in samplers|pruners|robot|chaos) ;; *) echo "bench/run.sh: --only: unknown part '$part' (samplers, pruners, robot, chaos)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 if [ "$MODE" = quick ]; then
-    N_MAX=1000 REPS=1 SEEDS=8 LC_SEEDS=10 ROBOT_SEEDS=3
+    N_MAX=1000 REPS=1 SEEDS=8 LC_SEEDS=10 ROBOT_SEEDS=3 CHAOS_TRIALS=40
 else
-    N_MAX=2000 REPS=3 SEEDS=30 LC_SEEDS=10 ROBOT_SEEDS=10
+    N_MAX=2000 REPS=3 SEEDS=30 LC_SEEDS=10 ROBOT_SEEDS=10 CHAOS_TRIALS=100
 fi
 TRIALS=200 ROBOT_TRIALS=100
 
@@ -51,6 +52,7 @@ mkdir -p "$OUT"
 want samplers && rm -f "$OUT"/problems.json "$OUT"/problems_check.txt "$OUT"/overhead_*.json "$OUT"/efficiency_*.json
 want pruners && rm -f "$OUT"/pruners_*.json
 want robot && rm -f "$OUT"/robot.json
+want chaos && rm -f "$OUT"/chaos.json
 
 stamp() { date +%s; }
 T_START=$(stamp)
@@ -71,7 +73,7 @@ fi
 
 # --- the Rust side: build once, then call the binaries directly
 phase "building the benches (release)"
-cargo bench --bench samplers --bench pruners --bench robot_studies --no-run >&2
+cargo bench --bench samplers --bench pruners --bench robot_studies --bench chaos --no-run >&2
 bench_bin() {
     cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null \
         | "$PY" -c 'import json,sys
@@ -80,7 +82,8 @@ exe=[m["executable"] for m in map(json.loads,sys.stdin) if m.get("reason")=="com
 print(exe[-1] if exe else "")' "$1"
 }
 BIN=$(bench_bin samplers) PRUNERS_BIN=$(bench_bin pruners) ROBOT_BIN=$(bench_bin robot_studies)
-for b in "$BIN" "$PRUNERS_BIN" "$ROBOT_BIN"; do
+CHAOS_BIN=$(bench_bin chaos)
+for b in "$BIN" "$PRUNERS_BIN" "$ROBOT_BIN" "$CHAOS_BIN"; do
     [ -x "$b" ] || { echo "bench/run.sh: could not find a built bench binary" >&2; exit 1; }
 done
 echo "sampler kinds in this build: $("$BIN" kinds | tr '\n' ' ')" >&2
@@ -123,6 +126,13 @@ if want robot; then
     phase "gaittune on the simulated robot (real daemon): $ROBOT_SEEDS seeds x $ROBOT_TRIALS trials, $JOBS at a time"
     "$ROBOT_BIN" samplers constraints pruners --seeds "$ROBOT_SEEDS" --trials "$ROBOT_TRIALS" \
         --jobs "$JOBS" --config configs/sim-quadruped.toml --out "$OUT/robot.json"
+fi
+
+if want chaos; then
+    phase "gaittune chaos: $CHAOS_TRIALS trials through the fault-injecting proxy, without and with faults"
+    # A daemon that does not recover is a finding, not a reason to lose the other parts' report.
+    "$CHAOS_BIN" --trials "$CHAOS_TRIALS" --out "$OUT/chaos.json" \
+        || echo "bench/run.sh: chaos: the daemon did not finish the study with faults, or stored what the robot did not run (see above)" >&2
 fi
 
 phase "report"

@@ -150,6 +150,9 @@ pub struct RobotConfig {
     /// `max_steps × step_period × 1.25 + episode_margin_ms` is recovered or run again.
     #[serde(default = "default_episode_margin")]
     pub episode_margin_ms: u64,
+    /// After a silence, how long to keep trying the handshake again before giving up, ms.
+    #[serde(default = "default_reconnect")]
+    pub reconnect_ms: u64,
 }
 
 /// `[sim]`: the simulated robot the daemon starts when `robot.device = "sim"`.
@@ -278,6 +281,9 @@ fn default_ready_timeout() -> u64 {
 }
 fn default_episode_margin() -> u64 {
     2_000
+}
+fn default_reconnect() -> u64 {
+    10_000
 }
 fn default_sim_model() -> String {
     "synthetic".into()

@@ -1,4 +1,5 @@
-//! The `gaittune` command: run a tuning study, run the simulated robot, export results.
+//! The `gaittune` command: run a tuning study, run the simulated robot, inject faults on its
+//! line, export results.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ enum Cmd {
     /// check and leaves the robot latched stopped. Exit 0 all passed, 1 a check failed, 2 the
     /// checks could not run.
     Probe(gaittune::probe::ProbeOptions),
+    /// A fault-injecting proxy between a host and a robot: drops, duplicates, corrupts,
+    /// delays and reorders frames, stalls the line, reboots the robot.
+    #[command(after_help = gaittune::chaos::FAULT_HELP)]
+    Chaos(gaittune::chaos::ChaosOptions),
     /// Print a study's trials as JSON or CSV.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -127,7 +132,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Sim(_) | Cmd::Export { .. } => None,
+        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -195,6 +200,10 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
                     report.exit_code
                 },
             ))
+        }
+        Cmd::Chaos(opts) => {
+            gaittune::chaos::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Export {
             storage,

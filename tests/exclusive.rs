@@ -3,39 +3,16 @@
 
 mod common;
 use common::*;
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// `gaittune run CONFIG` in `w`, waited for at most `limit` (killed after that).
-fn run_within(w: &Workdir, config: &Path, limit: Duration) -> Output {
-    let mut child = w.spawn_run(config);
-    let mut exited = false;
-    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(limit, "the second daemon to exit", || {
-            exited = child.try_wait().unwrap().is_some();
-            exited
-        })
-    }));
-    if waited.is_err() {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "the second daemon kept running: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Starts a second daemon on `device` and checks it is refused, naming `holder`.
 fn assert_refused(device: &str, holder: u32) {
     let other = Workdir::new();
     let config = other.hand_config(device, 2, 50);
-    let out = run_within(&other, &config, Duration::from_secs(30));
+    let out = other.run_within(&config, &[], Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second daemon ran: {stderr}");
     assert!(

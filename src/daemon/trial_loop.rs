@@ -568,6 +568,9 @@ impl TrialRunner<'_> {
                 }
                 _ => Ok(Err(("lost_episode_end", why, Recovery::Episode))),
             },
+            Err(Stop::Link(LinkError::Silent { silence_ms, .. })) => {
+                self.recover_from_silence(silence_ms).await
+            }
             Err(Stop::Link(LinkError::Latched {
                 cause,
                 watchdog: true,
@@ -582,6 +585,52 @@ impl TrialRunner<'_> {
             ))),
             Err(other) => Err(other),
         }
+    }
+
+    /// The robot went silent: try the handshake again for `robot.reconnect_ms`; if it
+    /// answers, bring it back to a known state (abort an episode it kept running, release
+    /// its watchdog's latch) and run the episode again. A version-1 robot found latched for a
+    /// cause it cannot tell, or no answer at all, stops the run.
+    async fn recover_from_silence(
+        &mut self,
+        silence_ms: u64,
+    ) -> Result<Result<EpisodeOutcome, (&'static str, String, Recovery)>, Stop> {
+        let window = Duration::from_millis(self.config.robot.reconnect_ms);
+        outln!(
+            "the robot on {} went silent for {silence_ms} ms: trying the handshake again for up to {} s",
+            self.link.device(),
+            window.as_secs()
+        );
+        let detail = format!("no frame for {silence_ms} ms; the robot answered again");
+        match or_interrupt!(self, self.link.reconnect(window)) {
+            Ok(()) => {}
+            Err(LinkError::Rebooted { why, boot_id, .. }) => {
+                return Ok(Err((
+                    "reboot",
+                    format!("{detail}, rebooted ({why}; boot id {boot_id:#010x})"),
+                    Recovery::Trial,
+                )))
+            }
+            Err(e) => return Err(Stop::Link(e)),
+        }
+        let snapshot = or_interrupt!(self, self.link.snapshot())?;
+        match snapshot.state {
+            RobotState::Running => or_interrupt!(self, self.link.abort())?,
+            RobotState::Stopped => {
+                let watchdog = snapshot
+                    .status
+                    .is_some_and(|s| s.stop_cause.trip_reason() == Some(TripReason::Watchdog));
+                if !watchdog {
+                    return Err(Stop::Other(anyhow!(
+                        "the robot on {} went silent and came back latched stopped for a cause it cannot tell (a version-1 firmware) or not its watchdog; check the robot, then rerun with --release-latch",
+                        self.link.device()
+                    )));
+                }
+                or_interrupt!(self, self.link.clear_estop())?;
+            }
+            _ => {}
+        }
+        Ok(Err(("link_lost", detail, Recovery::Episode)))
     }
 
     /// Re-runs the top trials for more episodes each (persisting every episode's return as it

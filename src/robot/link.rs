@@ -17,7 +17,7 @@
 //! | the robot rebooted | uptime went backwards, or Idle with parameters applied | repeats the handshake, checks the schema, [`LinkError::Rebooted`] (re-run the trial) |
 //! | frames of an earlier session | buffered in the line at open, or not of the episode watched | drained at open; dropped ([`Session`]) |
 //! | the robot latched outside an episode | SafetyTrip or a heartbeat saying Stopped while waiting for Ready | [`LinkError::Latched`] with the cause |
-//! | silence | no valid frame for `silence_timeout` | [`LinkError::Lost`] |
+//! | silence | no valid frame for `silence_timeout` | [`LinkError::Silent`]; [`RobotLink::reconnect`] tries the handshake again |
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -207,7 +207,16 @@ pub enum LinkError {
         /// The firmware's reason.
         code: NackCode,
     },
-    /// The byte stream closed or went silent.
+    /// No valid frame from the robot for the silence timeout (the line or the robot is dead,
+    /// or stalled).
+    #[error("lost the robot on {device}: no frame for {silence_ms} ms (the firmware's heartbeats stopped)")]
+    Silent {
+        /// Device path.
+        device: String,
+        /// The silence timeout that passed.
+        silence_ms: u64,
+    },
+    /// The byte stream closed or failed.
     #[error("lost the robot on {device}: {reason}")]
     Lost {
         /// Device path.
@@ -849,18 +858,27 @@ impl RobotLink {
     /// must be unchanged, and [`LinkError::Rebooted`] tells the caller to start the trial
     /// over. The same boot id was a false alarm.
     async fn confirm_reboot(&mut self, why: &'static str) -> Result<(), LinkError> {
-        let old = self.info.clone();
-        let info = self.hello().await?;
-        let Some(old) = old else {
-            self.info = Some(info);
-            return Ok(());
-        };
-        if info.boot_id == old.boot_id {
+        let same_boot = self.handshake_again(why).await?;
+        if same_boot {
             tracing::warn!(
                 "{}: the robot looked rebooted ({why}) but its boot id is unchanged",
                 self.device
             );
-            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// The handshake again: `Ok(true)` if the same boot answered, [`LinkError::Rebooted`] if
+    /// a new one did (with the schema checked unchanged).
+    async fn handshake_again(&mut self, why: &'static str) -> Result<bool, LinkError> {
+        let old = self.info.clone();
+        let info = self.hello().await?;
+        let Some(old) = old else {
+            self.info = Some(info);
+            return Ok(true);
+        };
+        if info.boot_id == old.boot_id {
+            return Ok(true);
         }
         if info.schema_hash != old.schema_hash || info.params != old.params {
             return Err(self.protocol(format!(
@@ -948,6 +966,25 @@ impl RobotLink {
         self.command(HostMsg::Abort, "Abort").await
     }
 
+    /// After a silence: repeats the handshake until the robot answers or `window` has passed
+    /// (a stalled line, a robot that hung for a moment). The episode in flight is given up.
+    /// Ok if the same boot answers; [`LinkError::Rebooted`] if a new one does; the last
+    /// error if none answered in time.
+    pub async fn reconnect(&mut self, window: Duration) -> Result<(), LinkError> {
+        self.forget_episode();
+        let until = tokio::time::Instant::now() + window;
+        loop {
+            match self
+                .handshake_again("it answered again after a silence")
+                .await
+            {
+                Err(LinkError::NoResponse { .. } | LinkError::Silent { .. })
+                    if tokio::time::Instant::now() < until => {}
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
     /// Stops watching the episode in flight (after giving it up).
     pub fn forget_episode(&mut self) {
         self.session.unwatch();
@@ -958,7 +995,7 @@ impl RobotLink {
 
     /// The next event of the episode in flight. Fails with [`LinkError::EpisodeLost`] when
     /// its result is lost for good, [`LinkError::Rebooted`] when the robot rebooted, and
-    /// [`LinkError::Lost`] when the robot goes silent. Cancel-safe: nothing is lost if the
+    /// [`LinkError::Silent`] when the robot goes silent. Cancel-safe: nothing is lost if the
     /// future is dropped.
     pub async fn next_event(&mut self) -> Result<RobotEvent, LinkError> {
         loop {
@@ -1233,10 +1270,10 @@ impl RobotLink {
     }
 
     fn silent(&self) -> LinkError {
-        self.lost(format!(
-            "no frame for {} ms (the firmware's heartbeats stopped)",
-            self.settings.silence_timeout.as_millis()
-        ))
+        LinkError::Silent {
+            device: self.device.clone(),
+            silence_ms: self.settings.silence_timeout.as_millis() as u64,
+        }
     }
 }
 

@@ -258,39 +258,6 @@ pub fn in_state<'a>(trials: &'a [Value], state: &str) -> Vec<&'a Value> {
     trials.iter().filter(|t| t["state"] == state).collect()
 }
 
-/// Runs `cmd` to completion, killing it (and failing the test with what it printed) if it
-/// takes longer than `limit`: a daemon that hangs fails the test instead of hanging it.
-pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for the child"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let out = rx
-                .recv()
-                .expect("the killed child is reaped")
-                .expect("output");
-            panic!(
-                "still running after {limit:?} (hung?), killed. stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
 impl Workdir {
     /// A `gaittune sim` started by hand with `args`, logging to this directory's event log.
     pub fn hand_sim(&self, args: &[&str]) -> HandSim {
@@ -330,68 +297,367 @@ impl Workdir {
         self.write_config(&format!("{}{}", &text[..start], &text[end..]))
     }
 
-    /// `gaittune run CONFIG [args]`, failing the test if it runs longer than `limit`.
+    /// `gaittune run CONFIG [args]`, failing the test (with what it printed) if it runs
+    /// longer than `limit`: a daemon that hangs fails the test instead of hanging it.
     pub fn run_within(&self, config: &Path, args: &[&str], limit: Duration) -> Output {
+        run_within(self, config, args, limit).finished()
+    }
+}
+// ---------------------------------------------------------------- chaos: proxy, runs, checks
+
+mod robot_check;
+#[allow(unused_imports)]
+pub use robot_check::{assert_study_matches_robot, study_mismatches};
+
+use std::io::{Read, Write};
+use std::process::ExitStatus;
+
+use firmware_protocol::{
+    decode, encode, FrameAccumulator, HostMsg, ParamValues, RobotMsg, MAX_FRAME,
+};
+
+/// Reads a child's first stdout line within `limit` (then drains the rest in the
+/// background); `None` if it printed nothing in time.
+fn first_line_within(child: &mut Child, limit: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        for _ in reader.lines() {}
+    });
+    rx.recv_timeout(limit).ok().filter(|l| !l.is_empty())
+}
+
+/// Sends SIGTERM, then SIGKILL if the process is still there after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// `gaittune chaos` in front of a `gaittune sim` it started: the sim logs its events to
+/// the workdir's event log, the proxy its faults to `chaos.jsonl`.
+pub struct ChaosProxy {
+    /// The `gaittune chaos` process.
+    pub child: Child,
+    /// The pty it serves hosts on.
+    pub device: String,
+    /// Its fault log (--log).
+    pub log: PathBuf,
+}
+
+impl ChaosProxy {
+    /// Starts `gaittune chaos --seed SEED --fault F... -- gaittune sim --event-log … SIM_ARGS`.
+    pub fn start(w: &Workdir, seed: u64, faults: &[&str], sim_args: &[&str]) -> ChaosProxy {
+        let log = w.path("chaos.jsonl");
         let mut cmd = Command::new(bin());
-        cmd.arg("run")
-            .arg(config)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("GAITTUNE_LOG", "warn");
-        output_within(cmd, limit)
+        cmd.arg("chaos")
+            .args(["--seed", &seed.to_string(), "--log"])
+            .arg(&log);
+        for f in faults {
+            cmd.args(["--fault", f]);
+        }
+        cmd.arg("--")
+            .arg(bin())
+            .arg("sim")
+            .arg("--event-log")
+            .arg(w.event_log())
+            .args(sim_args);
+        Self::spawn(cmd, log)
+    }
+
+    /// Starts `gaittune chaos ARGS` (which must print its pty).
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> ChaosProxy {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gaittune chaos");
+        let line = first_line_within(&mut child, Duration::from_secs(20));
+        let device = match line.as_deref().and_then(|l| l.strip_prefix("PTY ")) {
+            Some(path) => path.trim().to_string(),
+            None => {
+                terminate(&mut child, Duration::from_secs(5));
+                panic!("gaittune chaos printed {line:?}, expected 'PTY <path>'");
+            }
+        };
+        ChaosProxy { child, device, log }
+    }
+
+    /// The faults injected so far (its --log).
+    pub fn injected(&self) -> Vec<Value> {
+        read_events(&self.log)
+    }
+
+    /// The pid of the robot process the proxy started.
+    pub fn robot_pid(&self) -> Option<i32> {
+        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
+        std::fs::read_to_string(children)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
-/// Checks that the stored study is what the robot ran: every stored episode of a finished
-/// trial equals the robot's last `episode_end` for that trial and episode (return bit for
-/// bit, steps, status), every COMPLETE value is the mean of its stored returns, and no trial
-/// is left RUNNING.
-pub fn assert_study_matches_robot(trials: &[Value], events: &[Value]) {
-    assert!(in_state(trials, "RUNNING").is_empty(), "{trials:?}");
-    for t in trials {
-        let state = t["state"].as_str().unwrap();
-        if state != "COMPLETE" && state != "PRUNED" {
-            continue;
-        }
-        let number = t["number"].as_u64().unwrap();
-        let episodes = t["episodes"].as_array().unwrap();
-        for e in episodes {
-            let episode = e["episode"].as_u64().unwrap();
-            let robot = events
-                .iter()
-                .rfind(|ev| {
-                    ev["event"] == "episode_end"
-                        && ev["trial"].as_u64() == Some(number)
-                        && ev["episode"].as_u64() == Some(episode)
-                })
-                .unwrap_or_else(|| {
-                    panic!("trial {number} episode {episode} was stored but the robot never ended it: {t}")
-                });
-            assert_eq!(
-                (
-                    e["return"].as_f64(),
-                    e["steps"].as_u64(),
-                    e["status"].as_str()
-                ),
-                (
-                    robot["return"].as_f64(),
-                    robot["step"].as_u64(),
-                    robot["status"].as_str()
-                ),
-                "trial {number} episode {episode}: stored {e} but the robot logged {robot}"
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// Injected faults of kind `fault`.
+pub fn faults_of<'a>(injected: &'a [Value], fault: &str) -> Vec<&'a Value> {
+    injected.iter().filter(|i| i["fault"] == fault).collect()
+}
+
+/// How a bounded `gaittune run` went.
+pub struct BoundedRun {
+    /// Its exit status; `None` if it was killed for running over its time.
+    pub status: Option<ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl BoundedRun {
+    /// Both streams, for a failure message.
+    pub fn output(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    /// The run as an [`Output`]; fails the test if it had to be killed.
+    pub fn finished(self) -> Output {
+        let Some(status) = self.status else {
+            panic!(
+                "still running after {:?} (hung?), killed.\n{}",
+                self.elapsed,
+                self.output()
             );
-        }
-        if state == "COMPLETE" {
-            let mean = episodes
-                .iter()
-                .map(|e| e["return"].as_f64().unwrap())
-                .sum::<f64>()
-                / episodes.len() as f64;
-            let value = t["value"].as_f64().unwrap();
-            assert!(
-                (value - mean).abs() <= 1e-9 * mean.abs().max(1.0),
-                "trial {number}: value {value} is not the mean {mean} of its episodes"
-            );
+        };
+        Output {
+            status,
+            stdout: self.stdout.into_bytes(),
+            stderr: self.stderr.into_bytes(),
         }
     }
+}
+
+/// `gaittune run CONFIG [args]`, killed (SIGTERM, then SIGKILL) if it runs longer than
+/// `limit`.
+pub fn run_within(w: &Workdir, config: &Path, args: &[&str], limit: Duration) -> BoundedRun {
+    let start = Instant::now();
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg(config)
+        .args(args)
+        .current_dir(w.dir.path())
+        .env("GAITTUNE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gaittune run");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut status = None;
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if status.is_none() {
+        terminate(&mut child, Duration::from_secs(5));
+    }
+    let _ = child.wait();
+    BoundedRun {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A host scripted by hand over a pty: sends frames, reads robot frames with their arrival
+/// time, and sends a heartbeat every 100 ms while it reads.
+pub struct ScriptHost {
+    file: std::fs::File,
+    seq: u16,
+    rx: FrameAccumulator,
+    last_beat: Instant,
+    /// Decoded, not yet handed out.
+    pending: std::collections::VecDeque<(Instant, RobotMsg)>,
+}
+
+impl ScriptHost {
+    /// Opens the pty at `path` raw and sends a lone 0x00 (SPEC §2.5).
+    pub fn open(path: &str) -> ScriptHost {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, SpecialCharacterIndices};
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NOCTTY)
+            .open(path)
+            .expect("open the pty");
+        let mut t = tcgetattr(&file).unwrap();
+        cfmakeraw(&mut t);
+        t.control_chars[SpecialCharacterIndices::VMIN as usize] = 0;
+        t.control_chars[SpecialCharacterIndices::VTIME as usize] = 1;
+        tcsetattr(&file, SetArg::TCSANOW, &t).unwrap();
+        let mut host = ScriptHost {
+            file,
+            seq: 0,
+            rx: FrameAccumulator::new(),
+            last_beat: Instant::now(),
+            pending: Default::default(),
+        };
+        host.file.write_all(&[0]).unwrap();
+        host
+    }
+
+    /// Sends `msg` with the next sequence number; returns it.
+    pub fn send(&mut self, msg: &HostMsg) -> u16 {
+        self.seq = self.seq.wrapping_add(1);
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode(self.seq, msg, &mut buf).unwrap();
+        self.file.write_all(&buf[..n]).unwrap();
+        self.seq
+    }
+
+    /// Reads robot messages until `done` holds for one (included), or panics naming `what`
+    /// after `limit`.
+    pub fn recv_until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&RobotMsg) -> bool,
+    ) -> Vec<(Instant, RobotMsg)> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        loop {
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; received {:?}",
+                got.iter().map(|(_, m)| m).collect::<Vec<_>>()
+            );
+            self.read_some();
+            while let Some((t, m)) = self.pending.pop_front() {
+                let stop = done(&m);
+                got.push((t, m));
+                if stop {
+                    return got;
+                }
+            }
+        }
+    }
+
+    /// Reads robot messages for `d`.
+    pub fn recv_for(&mut self, d: Duration) -> Vec<(Instant, RobotMsg)> {
+        let start = Instant::now();
+        while start.elapsed() < d {
+            self.read_some();
+        }
+        self.pending.drain(..).collect()
+    }
+
+    /// Reads what arrives within 100 ms into `pending`.
+    fn read_some(&mut self) {
+        if self.last_beat.elapsed() >= Duration::from_millis(100) {
+            self.send(&HostMsg::Heartbeat { host_time_ms: 0 });
+            self.last_beat = Instant::now();
+        }
+        let mut buf = [0u8; 1024];
+        let n = self.file.read(&mut buf).unwrap_or(0);
+        let now = Instant::now();
+        for &b in &buf[..n] {
+            if let Some(Ok(stuffed)) = self.rx.push(b) {
+                if let Ok(frame) = decode::<RobotMsg>(stuffed) {
+                    self.pending.push_back((now, frame.msg));
+                }
+            }
+        }
+    }
+
+    /// Hello (protocol version 1), every ParamInfo, then SetParams of the defaults and
+    /// Ready.
+    pub fn handshake_and_apply_defaults(&mut self) {
+        self.send(&HostMsg::Hello {
+            protocol_version: 1,
+        });
+        let mut count = 0;
+        self.recv_until(Duration::from_secs(10), "Info", |m| match m {
+            RobotMsg::Info { param_count, .. } => {
+                count = *param_count;
+                true
+            }
+            _ => false,
+        });
+        let mut defaults = Vec::new();
+        for index in 0..count {
+            self.send(&HostMsg::GetParamInfo { index });
+            self.recv_until(Duration::from_secs(10), "ParamInfo", |m| match m {
+                RobotMsg::ParamInfo { default, .. } => {
+                    defaults.push(*default);
+                    true
+                }
+                _ => false,
+            });
+        }
+        self.send(&HostMsg::SetParams {
+            values: ParamValues::from_slice(&defaults).unwrap(),
+        });
+        self.recv_until(Duration::from_secs(10), "Ready after SetParams", |m| {
+            matches!(m, RobotMsg::Ready)
+        });
+    }
+
+    /// StartEpisode; returns when it was sent.
+    pub fn start(&mut self, trial: u32, episode: u16, max_steps: u32) -> Instant {
+        self.send(&HostMsg::StartEpisode {
+            trial,
+            episode,
+            max_steps,
+            seed: 7,
+        });
+        Instant::now()
+    }
+}
+
+/// The Step frames among `msgs`, as (episode, step).
+pub fn steps_of(msgs: &[(Instant, RobotMsg)]) -> Vec<(u16, u32)> {
+    msgs.iter()
+        .filter_map(|(_, m)| match m {
+            RobotMsg::Step(s) => Some((s.episode, s.step)),
+            _ => None,
+        })
+        .collect()
 }
