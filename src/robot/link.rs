@@ -936,6 +936,17 @@ impl RobotLink {
             Err(e) => {
                 self.session.unwatch();
                 self.deadline = None;
+                if let LinkError::Nack {
+                    code: NackCode::NoParams,
+                    ..
+                } = e
+                {
+                    if self.session.has_params() {
+                        // Only a boot loses an applied parameter set: e.g. the robot rebooted
+                        // between a StartEpisode whose Ack was lost and its retry.
+                        self.confirm_reboot("it refused StartEpisode with NoParams although a parameter set was applied").await?;
+                    }
+                }
                 Err(e)
             }
         }

@@ -144,6 +144,11 @@ impl Session {
         self.params_applied = true;
     }
 
+    /// Whether a SetParams was accepted since the handshake (or the last reboot).
+    pub fn has_params(&self) -> bool {
+        self.params_applied
+    }
+
     /// A new boot (or a new session): forget everything about the previous one.
     pub fn restart(&mut self) {
         *self = Session {

@@ -627,3 +627,35 @@ async fn a_trip_while_waiting_for_ready_fails_at_once_naming_it() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_start_refused_for_want_of_parameters_is_a_reboot() {
+    let boots = Arc::new(Mutex::new(0u32));
+    let seen = boots.clone();
+    let (path, _) = fake_firmware(move |f| match f.msg {
+        HostMsg::Hello { protocol_version } => {
+            let mut b = seen.lock().unwrap();
+            *b += 1;
+            frame(&info_with(f.seq, protocol_version, 200 + *b))
+        }
+        HostMsg::GetParamInfo { index } => frame(&param_info(f.seq, index)),
+        HostMsg::SetParams { values } => {
+            let mut out = frame(&echo(f.seq, values.as_slice()));
+            out.extend(frame(&RobotMsg::Ready));
+            out
+        }
+        // The robot rebooted after the first StartEpisode: its Ack never came, and the retry
+        // meets a robot with no parameters.
+        HostMsg::StartEpisode { .. } => frame(&RobotMsg::Nack {
+            ack_seq: f.seq,
+            code: NackCode::NoParams,
+        }),
+        _ => frame(&RobotMsg::Ack { ack_seq: f.seq }),
+    });
+    let mut link = ready_link(&path).await;
+    let err = link.start_episode(7, 0, 10, 1).await.unwrap_err();
+    assert!(
+        matches!(err, LinkError::Rebooted { boot_id: 202, .. }),
+        "{err:?}"
+    );
+}
