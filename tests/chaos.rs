@@ -560,7 +560,18 @@ fn recovers_from_a_corrupted_episode_end() {
 
 #[test]
 fn recovers_from_duplicated_steps() {
-    assert_recovers(&["dup:type=Step:p=0.05"], &[]);
+    let export = assert_recovers(&["dup:type=Step:p=0.15"], &[]);
+    // Each step counted once: a complete trial's projection at its last step is its return.
+    for t in in_state(&export, "COMPLETE") {
+        let last = t["intermediate"].as_array().unwrap().last().unwrap();
+        let (value, projected) = (t["value"].as_f64().unwrap(), last[1].as_f64().unwrap());
+        assert_eq!(last[0], 100, "{t}");
+        assert!(
+            (value - projected).abs() <= 1e-4 * value.abs().max(1.0),
+            "trial {}: projected {projected} at step 100, returned {value}",
+            t["number"]
+        );
+    }
 }
 
 #[test]
