@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use firmware_protocol::{EpisodePhase, EpisodeStatus, HostMsg, RobotMsg, RobotState, StopCause};
 
 use super::{
-    as_end, describe, is_ack, ms, reward_sum, wraps_forward, Check, CheckId, End, Episode, Probe,
-    ANSWER_TIMEOUT, LONG_EPISODE, SHORT_EPISODE,
+    as_end, describe, expect_acked, is_ack, ms, reward_sum, wraps_forward, Check, CheckId, End,
+    Episode, Probe, ANSWER_TIMEOUT, LONG_EPISODE, SHORT_EPISODE,
 };
 use crate::probe::session::SessionError;
 
@@ -193,21 +193,9 @@ pub fn abort(p: &mut Probe) -> Result<Check, SessionError> {
             "inconclusive: no {STEPS_BEFORE_INTERRUPT} running Steps to abort (the episode ended or stalled)"
         )));
     }
-    let from = p.s.mark();
-    let (sent, answer) = p.s.request(&HostMsg::Abort, ANSWER_TIMEOUT)?;
-    if !c.expect(
-        is_ack(answer.as_ref()),
-        "Ack to Abort",
-        || describe(answer.as_ref()),
-        "§4 Abort",
-    ) {
+    let Some(ack_at) = expect_acked(p, &mut c, &HostMsg::Abort, "§4 Abort")? else {
         return Ok(c);
-    }
-    let ack_at = from
-        + p.s.frames()[from..]
-            .iter()
-            .position(|f| f.ack_seq() == Some(sent.seq))
-            .expect("answered");
+    };
     let limit = (p.step_period() * 10).max(Duration::from_secs(1));
     let Some((end_at, end)) = p.wait_end(&ep, Instant::now() + limit)? else {
         let running = p.steps(&ep, ack_at, p.s.mark()).len();

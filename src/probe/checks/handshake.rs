@@ -8,7 +8,7 @@ use firmware_protocol::{
     PROTOCOL_VERSION,
 };
 
-use super::{describe, wraps_forward, Check, CheckId, ANSWER_TIMEOUT};
+use super::{describe, is_nack, wraps_forward, Check, CheckId, ANSWER_TIMEOUT};
 use crate::probe::report::{ParamRow, RobotSummary};
 use crate::probe::session::{Received, Session, SessionError};
 
@@ -134,13 +134,7 @@ pub fn version(s: &mut Session) -> Result<(Check, Handshake), SessionError> {
             ..
         } => {
             let second = hello(s, MIN_PROTOCOL_VERSION)?;
-            if matches!(
-                second.map(|a| a.msg),
-                Some(RobotMsg::Nack {
-                    code: NackCode::UnsupportedVersion,
-                    ..
-                })
-            ) {
+            if is_nack(second.as_ref(), NackCode::UnsupportedVersion) {
                 c.fail(
                     format!("Info answering Hello{{{PROTOCOL_VERSION}}} or Hello{{{MIN_PROTOCOL_VERSION}}}"),
                     "Nack UnsupportedVersion to both",
@@ -277,13 +271,7 @@ pub fn declarations(s: &mut Session, info: &Info) -> Result<(Check, Vec<ParamRow
         ANSWER_TIMEOUT,
     )?;
     c.expect(
-        matches!(
-            past.map(|a| a.msg),
-            Some(RobotMsg::Nack {
-                code: NackCode::BadParamIndex,
-                ..
-            })
-        ),
+        is_nack(past.as_ref(), NackCode::BadParamIndex),
         format!("Nack BadParamIndex to GetParamInfo{{{}}}", info.param_count),
         || describe(past.as_ref()),
         "§4 GetParamInfo",

@@ -20,7 +20,9 @@ pub use safety::{estop_latch, estop_stop, watchdog};
 
 use std::time::{Duration, Instant};
 
-use firmware_protocol::{EpisodeStatus, HostMsg, ParamValues, RobotMsg, RobotState, Status, Step};
+use firmware_protocol::{
+    EpisodeStatus, HostMsg, NackCode, ParamValues, RobotMsg, RobotState, Status, Step,
+};
 
 use super::report::{CheckReport, Failure, ParamRow, Verdict};
 use super::session::{Received, Sent, Session, SessionError};
@@ -565,6 +567,56 @@ impl Probe {
 /// Whether `a` is an Ack.
 pub fn is_ack(a: Option<&Received>) -> bool {
     matches!(a.map(|a| a.msg), Some(RobotMsg::Ack { .. }))
+}
+
+/// Whether an answer is a Nack with `code`.
+pub fn is_nack(a: Option<&Received>, code: NackCode) -> bool {
+    matches!(a.map(|a| a.msg), Some(RobotMsg::Nack { code: c, .. }) if c == code)
+}
+
+/// Where in the timeline (at or after `from`) the answer to the frame `sent` arrived.
+pub fn answer_position(s: &Session, from: usize, sent: &Sent) -> Option<usize> {
+    s.frames()[from..]
+        .iter()
+        .position(|f| f.ack_seq() == Some(sent.seq))
+        .map(|i| from + i)
+}
+
+/// Sends `msg` and expects its Ack (a FAIL row citing `spec` otherwise); returns the
+/// timeline position of the Ack, or `None` when there was none (the check has failed).
+pub fn expect_acked(
+    p: &mut Probe,
+    c: &mut Check,
+    msg: &HostMsg,
+    spec: &'static str,
+) -> Result<Option<usize>, SessionError> {
+    let from = p.s.mark();
+    let (sent, answer) = p.s.request(msg, ANSWER_TIMEOUT)?;
+    let name = describe_host(msg);
+    if !c.expect(
+        is_ack(answer.as_ref()),
+        format!("Ack to {name}"),
+        || describe(answer.as_ref()),
+        spec,
+    ) {
+        return Ok(None);
+    }
+    Ok(answer_position(&p.s, from, &sent))
+}
+
+/// The name of a host message, for a FAIL row.
+fn describe_host(m: &HostMsg) -> &'static str {
+    match m {
+        HostMsg::Hello { .. } => "Hello",
+        HostMsg::GetParamInfo { .. } => "GetParamInfo",
+        HostMsg::SetParams { .. } => "SetParams",
+        HostMsg::StartEpisode { .. } => "StartEpisode",
+        HostMsg::Abort => "Abort",
+        HostMsg::EStop => "EStop",
+        HostMsg::ClearEStop => "ClearEStop",
+        HostMsg::Heartbeat { .. } => "Heartbeat",
+        HostMsg::GetStatus => "GetStatus",
+    }
 }
 
 /// A short description of an answer (or its absence) for a FAIL row.

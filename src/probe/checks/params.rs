@@ -4,8 +4,10 @@ use std::time::{Duration, Instant};
 
 use firmware_protocol::{HostMsg, NackCode, RobotMsg, MAX_PARAMS};
 
-use super::{describe, is_ack, ms, Check, CheckId, Episode, Probe, ANSWER_TIMEOUT, SHORT_EPISODE};
-use crate::probe::session::{Received, SessionError};
+use super::{
+    describe, is_ack, is_nack, ms, Check, CheckId, Episode, Probe, ANSWER_TIMEOUT, SHORT_EPISODE,
+};
+use crate::probe::session::SessionError;
 
 /// The smallest f32 above `x` (`x` finite), without `f32::next_up` (Rust ≥ 1.86).
 fn next_up(x: f32) -> f32 {
@@ -30,11 +32,6 @@ fn above(max: f32) -> Option<f32> {
 /// A finite value clearly below `min`, if there is one.
 fn below(min: f32) -> Option<f32> {
     above(-min).map(|v| -v)
-}
-
-/// Whether `a` is a Nack with `code`.
-fn is_nack(a: Option<&Received>, code: NackCode) -> bool {
-    matches!(a.map(|a| a.msg), Some(RobotMsg::Nack { code: c, .. }) if c == code)
 }
 
 /// `set-params-echo`: defaults echoed bit for bit, clamps reported, NaN/∞ and wrong counts

@@ -7,7 +7,8 @@ use firmware_protocol::{
 };
 
 use super::{
-    as_end, describe, describe_msg, is_ack, ms, Check, CheckId, Probe, ANSWER_TIMEOUT, LONG_EPISODE,
+    answer_position, as_end, describe, describe_msg, expect_acked, is_ack, is_nack, ms, Check,
+    CheckId, Probe, ANSWER_TIMEOUT, LONG_EPISODE,
 };
 use crate::probe::session::SessionError;
 
@@ -80,11 +81,7 @@ pub fn estop_stop(p: &mut Probe) -> Result<Check, SessionError> {
         if latency > ESTOP_ACK_LIMIT {
             slow.add(i, format!("Ack after {}", ms(latency)));
         }
-        let ack_at = from
-            + p.s.frames()[from..]
-                .iter()
-                .position(|f| f.ack_seq() == Some(sent.seq))
-                .expect("answered");
+        let ack_at = answer_position(&p.s, from, &sent).expect("answered");
         in_flight = in_flight.max(p.steps(&ep, from, ack_at).len());
         let end = p.wait_end(&ep, Instant::now() + Duration::from_secs(1))?;
         let end_at = end.map(|e| e.0).unwrap_or(p.s.mark());
@@ -178,21 +175,9 @@ pub fn estop_stop(p: &mut Probe) -> Result<Check, SessionError> {
 /// Ready.
 pub fn estop_latch(p: &mut Probe) -> Result<Check, SessionError> {
     let mut c = Check::new(CheckId::EStopLatch);
-    let from = p.s.mark();
-    let (sent, ack) = p.s.request(&HostMsg::EStop, ANSWER_TIMEOUT)?;
-    if !c.expect(
-        is_ack(ack.as_ref()),
-        "Ack to EStop",
-        || describe(ack.as_ref()),
-        "§10.1",
-    ) {
+    let Some(ack_at) = expect_acked(p, &mut c, &HostMsg::EStop, "§10.1")? else {
         return Ok(c);
-    }
-    let ack_at = from
-        + p.s.frames()[from..]
-            .iter()
-            .position(|f| f.ack_seq() == Some(sent.seq))
-            .expect("answered");
+    };
     let hb = p.heartbeat_state(ack_at + 1)?;
     c.expect(
         hb == Some(RobotState::Stopped),
@@ -206,13 +191,7 @@ pub fn estop_latch(p: &mut Probe) -> Result<Check, SessionError> {
     let defaults = p.defaults();
     let (_, set) = p.set_params(&defaults)?;
     c.expect(
-        matches!(
-            set.map(|a| a.msg),
-            Some(RobotMsg::Nack {
-                code: NackCode::EStopLatched,
-                ..
-            })
-        ),
+        is_nack(set.as_ref(), NackCode::EStopLatched),
         "Nack EStopLatched to SetParams while latched",
         || describe(set.as_ref()),
         "§10.1",
@@ -220,13 +199,7 @@ pub fn estop_latch(p: &mut Probe) -> Result<Check, SessionError> {
     let ep = p.start(3)?;
     let start = p.answer(&ep)?;
     if !c.expect(
-        matches!(
-            start.map(|a| a.msg),
-            Some(RobotMsg::Nack {
-                code: NackCode::EStopLatched,
-                ..
-            })
-        ),
+        is_nack(start.as_ref(), NackCode::EStopLatched),
         "Nack EStopLatched to StartEpisode while latched",
         || describe(start.as_ref()),
         "§10.1",
@@ -359,13 +332,7 @@ pub fn watchdog(p: &mut Probe) -> Result<Check, SessionError> {
     let latched = p.start(3)?;
     let refused = p.answer(&latched)?;
     c.expect(
-        matches!(
-            refused.map(|a| a.msg),
-            Some(RobotMsg::Nack {
-                code: NackCode::EStopLatched,
-                ..
-            })
-        ),
+        is_nack(refused.as_ref(), NackCode::EStopLatched),
         "Nack EStopLatched to StartEpisode after a watchdog trip (latched)",
         || describe(refused.as_ref()),
         "§10.4",
