@@ -25,6 +25,15 @@
 //! (`kill -USR1 <pid>`; the prompt on stderr names the pid) or, when its stdin is a
 //! terminal, a line (Enter) typed on it. A go given before the prompt does not count.
 //!
+//! # Reboots and quirks
+//!
+//! `SIGUSR2` reboots the simulated firmware in place, as a power cycle would (a new boot id,
+//! uptime from zero, state Idle, no parameter set, a running episode dropped without its
+//! EpisodeEnd): `gaittune chaos` sends it for its `reboot` fault. `--quirk NAME[=VALUE]`
+//! makes the firmware misbehave on purpose ([`quirks`]): a version-1 firmware, run-time
+//! limits narrower than declared, a reboot or a trip on cue, stale output kept for the next
+//! host, and one quirk for each SPEC rule `gaittune probe` checks.
+//!
 //! # Replay (`--replay PARAMS.json [--plot OUT.svg]`, physics model)
 //!
 //! Runs one episode offline (no pseudo-terminal) with the parameters of `PARAMS.json` — an
