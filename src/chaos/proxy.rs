@@ -7,7 +7,7 @@
 //! output is discarded (not queued as stale frames); when a host (re)opens the slave, what
 //! is left in the pty is flushed and a lone 0x00 greets it (SPEC §2.5).
 //!
-//! Each direction is a lane: a [`FrameSplitter`], then the engine's [`Verdict`] per chunk,
+//! Each direction is a lane: a [`FrameSplitter`], then the engine's [`Verdict`](super::faults::Verdict) per chunk,
 //! then a first-in first-out queue of byte runs, each with the instant it may go. A held run
 //! holds everything behind it, as a serial line keeps order. Writes never block the loop: a
 //! run a peer is not reading stays queued until the peer's fd is writable.

@@ -1,6 +1,6 @@
 //! The daemon: the one place that knows both the study (samplers, storage) and the robot
 //! link. It opens both, reconciles the robot's state at start, and runs the trial loop
-//! ([`trial_loop`]); the study lives on a thread of its own ([`worker`]) so that no storage
+//! (`trial_loop`); the study lives on a thread of its own ([`worker`]) so that no storage
 //! call ever delays the host's heartbeats or an EStop.
 //!
 //! Rooms: [`firmware`] (the search space against the robot's declarations), [`progress`]
