@@ -46,6 +46,7 @@ pub fn trial_json(t: &FrozenTrial, space: &SearchSpace) -> Value {
         "episodes": t.episodes,
         "started_at": t.started_at,
         "finished_at": t.finished_at,
+        "worker": t.worker,
         "attrs": t.attrs,
         "returns": crate::evaluation::ReturnStats::of(&crate::evaluation::all_returns(t)),
     })
@@ -182,6 +183,7 @@ mod tests {
             started_at: Some("2024-05-01T12:00:00.000Z".into()),
             finished_at: None,
             attrs: serde_json::Map::new(),
+            worker: None,
         }
     }
 

@@ -386,6 +386,17 @@ impl Study {
     /// else a new RUNNING trial with parameters from the sampler, which sees the whole
     /// history. Committed before it returns.
     pub fn ask(&mut self) -> Result<TrialHandle, StudyError> {
+        Ok(self
+            .ask_within(u64::MAX)?
+            .expect("no limit: a trial is always created"))
+    }
+
+    /// Like [`Study::ask`] for one of several workers sharing the study: a WAITING trial, or
+    /// a RUNNING one whose worker's lease expired, is claimed first; a new trial is created
+    /// only while the study has fewer than `limit` trials (atomically, so workers together
+    /// never exceed it). `None` when there is nothing to do now (the last trials are running
+    /// on other workers).
+    pub fn ask_within(&mut self, limit: u64) -> Result<Option<TrialHandle>, StudyError> {
         while let Some(t) = self.storage.claim_waiting(self.id)? {
             if let Err(e) = self.space.check_params(&t.params) {
                 // Only possible if the row was written behind our back: never evaluate it.
@@ -400,14 +411,18 @@ impl Study {
                 )?;
                 continue;
             }
-            return Ok(TrialHandle {
+            return Ok(Some(TrialHandle {
                 number: t.number,
                 params: t.params,
                 resumed: true,
                 episodes: t.episodes,
-            });
+            }));
         }
+
         let history = self.storage.list_trials(self.id)?;
+        if history.len() as u64 >= limit {
+            return Ok(None);
+        }
         let next = history.last().map_or(0, |t| t.number + 1);
         let params = self.sampler.sample(&SampleRequest {
             space: &self.space,
@@ -421,16 +436,30 @@ impl Study {
                 self.sampler.name()
             ))
         })?;
-        let number = self
+        let Some(number) = self
             .storage
-            .create_trial(self.id, TrialState::Running, &params)?;
+            .create_running_within(self.id, &params, limit)?
+        else {
+            return Ok(None);
+        };
         self.save_sampler_state()?;
-        Ok(TrialHandle {
+        Ok(Some(TrialHandle {
             number,
             params,
             resumed: false,
             episodes: Vec::new(),
-        })
+        }))
+    }
+
+    /// Extends this worker's lease on RUNNING trial `number` (see
+    /// [`crate::storage::Lease`]); `false` if another worker has taken it over.
+    pub fn renew_lease(&mut self, number: u64) -> Result<bool, StudyError> {
+        Ok(self.storage.renew_lease(self.id, number)?)
+    }
+
+    /// Deletes the study and all its trials from its storage.
+    pub fn delete(self) -> Result<(), StudyError> {
+        Ok(self.storage.delete_study(self.id)?)
     }
 
     /// Queues a parameter set (e.g. a hand-tuned baseline) as a WAITING trial; the next
@@ -950,6 +979,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             attrs: Default::default(),
+            worker: None,
         };
         let ts = [
             mk(0, TrialState::Complete, Some(1.0)),

@@ -170,6 +170,10 @@ pub struct FrozenTrial {
     pub finished_at: Option<String>,
     /// Free-form attributes (e.g. `unsafe_detail`, `fail_reason`, clamp reports).
     pub attrs: serde_json::Map<String, serde_json::Value>,
+    /// The worker that runs (or last ran) the trial, e.g. `lab-pc:4242:/dev/ttyACM0`; `None`
+    /// for trials run without a lease (library use) or not run yet.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 impl FrozenTrial {
@@ -187,6 +191,7 @@ impl FrozenTrial {
             started_at: None,
             finished_at: None,
             attrs: serde_json::Map::new(),
+            worker: None,
         }
     }
 

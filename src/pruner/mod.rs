@@ -301,6 +301,7 @@ pub(crate) mod test_util {
             started_at: None,
             finished_at: None,
             attrs: Default::default(),
+            worker: None,
         }
     }
 }

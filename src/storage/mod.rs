@@ -6,13 +6,54 @@
 //!
 //! Values must be finite: SQLite turns NaN into NULL, and JSON has no infinities, so
 //! non-finite values are refused with [`StorageError::Invalid`].
+//!
+//! # Workers and leases
+//!
+//! Several workers (daemons, each driving one robot) may share one study. A storage bound to
+//! a [`Lease`] ([`Storage::bind_worker`]) claims trials for that worker: a trial it starts or
+//! claims is RUNNING under the worker's name until `lease.duration` from now, the worker
+//! renews the lease while it runs the trial ([`Storage::renew_lease`]), and every write to a
+//! running trial checks that it is still the writer's: a worker whose lease expired and was
+//! taken over gets [`StorageError::LeaseLost`] and never mixes its records into the trial.
+//! Only trials whose lease expired are claimed again by others or re-queued
+//! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
 mod sqlite;
 
+#[cfg(test)]
+pub(crate) mod conformance;
+
 pub use sqlite::SqliteStorage;
+
+use std::time::Duration;
 
 use crate::space::Params;
 use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
+
+/// A worker's claim on the trials it runs (see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The worker's name, unique among live workers, e.g. `lab-pc:4242:/dev/ttyACM0`.
+    pub worker: String,
+    /// How long a claim holds without renewal: the grace period after which a silent
+    /// worker's trial may be taken over.
+    pub duration: Duration,
+}
+
+impl Lease {
+    /// A lease for this process on `robot` (host name, pid and robot in the worker name).
+    pub fn for_robot(robot: &str, duration: Duration) -> Lease {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Lease {
+            worker: format!("{host}:{}:{robot}", std::process::id()),
+            duration,
+        }
+    }
+}
 
 /// The storage's own identifier of a study.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +101,17 @@ pub enum StorageError {
         /// What is corrupt.
         message: String,
     },
+    /// The trial is run by another worker: this worker's lease on it expired and the trial
+    /// was taken over (or it never had one).
+    #[error("storage {location}: trial {number} is now run by worker {holder:?}: this worker's lease on it expired (a stall longer than the lease?); its results are not recorded")]
+    LeaseLost {
+        /// The storage location.
+        location: String,
+        /// The trial number.
+        number: u64,
+        /// The worker that holds it now.
+        holder: String,
+    },
     /// A study with that name already exists.
     #[error("storage {location}: study {name:?} already exists")]
     StudyExists {
@@ -98,6 +150,10 @@ pub trait Storage: Send {
     /// A human-readable location for messages (e.g. `sqlite:/data/gaittune.db`).
     fn location(&self) -> String;
 
+    /// Makes this storage claim trials for a worker (see [Workers and leases](self)); `None`
+    /// (the default) claims without a lease, as a single library user does.
+    fn bind_worker(&mut self, lease: Option<Lease>);
+
     /// Creates a study; fails with [`StorageError::StudyExists`] if the name is taken.
     fn create_study(
         &self,
@@ -112,13 +168,31 @@ pub trait Storage: Send {
     /// All studies, oldest first.
     fn list_studies(&self) -> Result<Vec<StudyRecord>, StorageError>;
 
-    /// Creates a trial with the next number; `started_at` is set if `state` is RUNNING.
+    /// Deletes a study and all its trials.
+    fn delete_study(&self, study: StudyId) -> Result<(), StorageError>;
+
+    /// Creates a trial with the next number; `started_at` is set if `state` is RUNNING (and
+    /// the bound worker's lease with it).
     fn create_trial(
         &self,
         study: StudyId,
         state: TrialState,
         params: &Params,
     ) -> Result<u64, StorageError>;
+
+    /// Atomically creates a RUNNING trial for the bound worker with the next number, unless
+    /// the study already has `limit` trials (in any state): `None` then. Several workers
+    /// sharing a study never create more than `limit` trials together.
+    fn create_running_within(
+        &self,
+        study: StudyId,
+        params: &Params,
+        limit: u64,
+    ) -> Result<Option<u64>, StorageError>;
+
+    /// Extends the bound worker's lease on RUNNING trial `number`; `false` if the trial is no
+    /// longer this worker's (its lease expired and another worker took it, or it finished).
+    fn renew_lease(&self, study: StudyId, number: u64) -> Result<bool, StorageError>;
 
     /// Moves a trial to `state`.
     ///
@@ -192,11 +266,13 @@ pub trait Storage: Send {
     /// All trials of the study, by number.
     fn list_trials(&self, study: StudyId) -> Result<Vec<FrozenTrial>, StorageError>;
 
-    /// Moves every RUNNING trial back to WAITING (at startup after a crash); returns their
-    /// numbers.
+    /// Moves every RUNNING trial whose lease has expired, or that was started without one,
+    /// back to WAITING (at startup, after a crash); a live worker's trial is left alone.
+    /// Returns their numbers.
     fn requeue_running(&self, study: StudyId) -> Result<Vec<u64>, StorageError>;
 
-    /// Atomically takes the lowest-numbered WAITING trial and makes it RUNNING.
+    /// Atomically takes the lowest-numbered trial that is WAITING, or RUNNING with an
+    /// expired lease (its worker went away), and makes it RUNNING for the bound worker.
     fn claim_waiting(&self, study: StudyId) -> Result<Option<FrozenTrial>, StorageError>;
 
     /// Sets one study attribute.

@@ -2,8 +2,11 @@
 //! transaction is lost on power loss), foreign keys on, a busy timeout so a second process
 //! (an export, a dashboard) can read while the daemon writes.
 //!
-//! Schema version 1 (table `schema_version`); a file written by a newer schema is refused
-//! rather than misread.
+//! Schema version 2 (table `schema_version`): version 1 plus each trial's worker and lease
+//! (`trials.worker`, `trials.lease_until_ms`, Unix ms). A version-1 file is migrated when
+//! opened for writing; a file written by a newer schema is refused rather than misread.
+//!
+//! Leases use this machine's clock: workers sharing one SQLite file run on one machine.
 //!
 //! Parameters live in their own table (`trial_params`, one REAL per parameter) rather than
 //! in a JSON column: SQLite REALs give back the exact `f64`, while a JSON round trip through
@@ -15,12 +18,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::{StorageError, StudyId, StudyRecord};
+use super::{Lease, StorageError, StudyId, StudyRecord};
 use crate::space::Params;
 use crate::trial::{now_utc, Direction, EpisodeRecord, FrozenTrial, TrialState};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +47,8 @@ CREATE TABLE trials (
     started_at   TEXT,
     finished_at  TEXT,
     attrs_json   TEXT NOT NULL DEFAULT '{}',
+    worker       TEXT,
+    lease_until_ms INTEGER,
     UNIQUE (study_id, number)
 );
 CREATE INDEX trials_by_state ON trials (study_id, state, number);
@@ -69,10 +74,24 @@ CREATE TABLE episodes (
 ) WITHOUT ROWID;
 "#;
 
+/// Schema version 1 → 2: each trial's worker and lease.
+const MIGRATE_1_TO_2: &str = r#"
+ALTER TABLE trials ADD COLUMN worker TEXT;
+ALTER TABLE trials ADD COLUMN lease_until_ms INTEGER;
+"#;
+
 /// A [`super::Storage`] in one SQLite file.
 pub struct SqliteStorage {
     conn: Connection,
     location: String,
+    lease: Option<Lease>,
+}
+
+/// Now, in Unix milliseconds (the lease clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -196,6 +215,34 @@ fn find_unfinished(
     Ok((id, state))
 }
 
+/// Like [`find_unfinished`], and refuses a RUNNING trial another worker holds: a worker
+/// whose lease was taken over never writes into the trial again.
+fn find_owned(
+    tx: &Transaction<'_>,
+    location: &str,
+    study: StudyId,
+    number: u64,
+    action: &str,
+    lease: Option<&Lease>,
+) -> Result<(i64, TrialState), StorageError> {
+    let (id, state) = find_unfinished(tx, location, study, number, action)?;
+    if let (TrialState::Running, Some(lease)) = (state, lease) {
+        let holder: Option<String> = tx
+            .query_row("SELECT worker FROM trials WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .ctx(location, "read the trial's worker")?;
+        if let Some(holder) = holder.filter(|h| *h != lease.worker) {
+            return Err(StorageError::LeaseLost {
+                location: location.into(),
+                number,
+                holder,
+            });
+        }
+    }
+    Ok((id, state))
+}
+
 fn study_exists(tx: &Transaction<'_>, location: &str, study: StudyId) -> Result<(), StorageError> {
     let found: Option<i64> = tx
         .query_row("SELECT id FROM studies WHERE id = ?1", [study.0], |r| {
@@ -210,7 +257,7 @@ fn study_exists(tx: &Transaction<'_>, location: &str, study: StudyId) -> Result<
 }
 
 const TRIAL_COLUMNS: &str =
-    "id, number, state, value, prune_reason, started_at, finished_at, attrs_json";
+    "id, number, state, value, prune_reason, started_at, finished_at, attrs_json, worker";
 
 struct TrialRow {
     id: i64,
@@ -229,6 +276,7 @@ fn trial_from_row(
     let started_at: Option<String> = r.get(5)?;
     let finished_at: Option<String> = r.get(6)?;
     let attrs_json: String = r.get(7)?;
+    let worker: Option<String> = r.get(8)?;
     Ok((|| {
         let state = TrialState::parse(&state)
             .ok_or_else(|| corrupt(location, format!("trial {number} has state {state:?}")))?;
@@ -246,6 +294,7 @@ fn trial_from_row(
                 started_at,
                 finished_at,
                 attrs,
+                worker,
             },
         })
     })())
@@ -404,9 +453,24 @@ impl SqliteStorage {
             Connection::open(path).map_err(|e| backend(loc, "cannot open the database file", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .ctx(loc, "set busy_timeout")?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .ctx(loc, "set journal_mode=WAL")?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite does not wait for it
+        // through the busy timeout: two processes opening a new file at once retry here.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        )
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other.ctx(loc, "set journal_mode=WAL")?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StorageError::Backend {
                 location: location.clone(),
@@ -419,7 +483,11 @@ impl SqliteStorage {
             .ctx(loc, "set synchronous=FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx(loc, "set foreign_keys=ON")?;
-        let storage = SqliteStorage { conn, location };
+        let storage = SqliteStorage {
+            conn,
+            location,
+            lease: None,
+        };
         storage.migrate()?;
         Ok(storage)
     }
@@ -462,6 +530,13 @@ impl SqliteStorage {
                 .ctx(loc, "read schema_version")?;
             match version {
                 Some(SCHEMA_VERSION) => Ok(()),
+                Some(1) => {
+                    tx.execute_batch(MIGRATE_1_TO_2)
+                        .ctx(loc, "migrate the schema from version 1 to 2")?;
+                    tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])
+                        .ctx(loc, "write schema_version")?;
+                    Ok(())
+                }
                 Some(v) if v > SCHEMA_VERSION => Err(invalid(
                     loc,
                     format!("the database has schema version {v}, newer than this gaittune's {SCHEMA_VERSION}; upgrade gaittune"),
@@ -478,7 +553,7 @@ impl SqliteStorage {
         op: &str,
         f: impl FnOnce(&Transaction<'_>, &str) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let SqliteStorage { conn, location } = self;
+        let SqliteStorage { conn, location, .. } = self;
         // `&self` methods never nest transactions (each opens and ends its own), which is
         // what `new_unchecked` asks of its caller.
         let tx =
@@ -494,7 +569,7 @@ impl SqliteStorage {
         op: &str,
         f: impl FnOnce(&Transaction<'_>, &str) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let SqliteStorage { conn, location } = self;
+        let SqliteStorage { conn, location, .. } = self;
         let tx =
             Transaction::new_unchecked(conn, TransactionBehavior::Deferred).ctx(location, op)?;
         let out = f(&tx, location)?;
@@ -530,6 +605,44 @@ fn update_attrs(
     Ok(())
 }
 
+/// Inserts a trial with the next number (RUNNING ones under `lease`, if any).
+fn insert_trial(
+    tx: &Transaction<'_>,
+    loc: &str,
+    study: StudyId,
+    state: TrialState,
+    params: &Params,
+    lease: Option<&Lease>,
+) -> Result<u64, StorageError> {
+    for (k, &v) in params {
+        check_finite(loc, &format!("parameter {k}"), v)?;
+    }
+    let number: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(number) + 1, 0) FROM trials WHERE study_id = ?1",
+            [study.0],
+            |r| r.get(0),
+        )
+        .ctx(loc, "allocate trial number")?;
+    let running = state == TrialState::Running;
+    let lease = lease.filter(|_| running);
+    tx.execute(
+        "INSERT INTO trials (study_id, number, state, started_at, attrs_json, worker, lease_until_ms)
+         VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6)",
+        params![
+            study.0,
+            number,
+            state.as_str(),
+            running.then(now_utc),
+            lease.map(|l| l.worker.as_str()),
+            lease.map(|l| now_ms() + l.duration.as_millis() as i64)
+        ],
+    )
+    .ctx(loc, "create trial")?;
+    write_params(tx, loc, tx.last_insert_rowid(), params)?;
+    Ok(number as u64)
+}
+
 /// Replaces the parameters of trial row `id`.
 fn write_params(
     tx: &Transaction<'_>,
@@ -555,6 +668,70 @@ fn write_params(
 impl super::Storage for SqliteStorage {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn bind_worker(&mut self, lease: Option<Lease>) {
+        self.lease = lease;
+    }
+
+    fn delete_study(&self, study: StudyId) -> Result<(), StorageError> {
+        self.write("delete study", |tx, loc| {
+            study_exists(tx, loc, study)?;
+            tx.execute("DELETE FROM studies WHERE id = ?1", [study.0])
+                .ctx(loc, "delete study")?;
+            Ok(())
+        })
+    }
+
+    fn create_running_within(
+        &self,
+        study: StudyId,
+        params: &Params,
+        limit: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        self.write("create trial", |tx, loc| {
+            study_exists(tx, loc, study)?;
+            let count: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM trials WHERE study_id = ?1",
+                    [study.0],
+                    |r| r.get(0),
+                )
+                .ctx(loc, "count trials")?;
+            if count as u64 >= limit {
+                return Ok(None);
+            }
+            insert_trial(
+                tx,
+                loc,
+                study,
+                TrialState::Running,
+                params,
+                self.lease.as_ref(),
+            )
+            .map(Some)
+        })
+    }
+
+    fn renew_lease(&self, study: StudyId, number: u64) -> Result<bool, StorageError> {
+        let Some(lease) = &self.lease else {
+            return Ok(true);
+        };
+        self.write("renew lease", |tx, loc| {
+            let changed = tx
+                .execute(
+                    "UPDATE trials SET lease_until_ms = ?1
+                     WHERE study_id = ?2 AND number = ?3 AND state = 'RUNNING' AND worker = ?4",
+                    params![
+                        now_ms() + lease.duration.as_millis() as i64,
+                        study.0,
+                        to_i64(loc, "trial number", number)?,
+                        lease.worker
+                    ],
+                )
+                .ctx(loc, "renew lease")?;
+            Ok(changed == 1)
+        })
     }
 
     fn create_study(
@@ -638,25 +815,7 @@ impl super::Storage for SqliteStorage {
                     format!("a new trial must be RUNNING or WAITING, not {state}"),
                 ));
             }
-            for (k, &v) in params {
-                check_finite(loc, &format!("parameter {k}"), v)?;
-            }
-            let number: i64 = tx
-                .query_row(
-                    "SELECT coalesce(max(number) + 1, 0) FROM trials WHERE study_id = ?1",
-                    [study.0],
-                    |r| r.get(0),
-                )
-                .ctx(loc, "allocate trial number")?;
-            let started = (state == TrialState::Running).then(now_utc);
-            tx.execute(
-                "INSERT INTO trials (study_id, number, state, started_at, attrs_json)
-                 VALUES (?1, ?2, ?3, ?4, '{}')",
-                params![study.0, number, state.as_str(), started],
-            )
-            .ctx(loc, "create trial")?;
-            write_params(tx, loc, tx.last_insert_rowid(), params)?;
-            Ok(number as u64)
+            insert_trial(tx, loc, study, state, params, self.lease.as_ref())
         })
     }
 
@@ -669,7 +828,14 @@ impl super::Storage for SqliteStorage {
         reason: Option<&str>,
     ) -> Result<(), StorageError> {
         self.write("set trial state", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, &format!("set it {state}"))?;
+            let (id, _) = find_owned(
+                tx,
+                loc,
+                study,
+                number,
+                &format!("set it {state}"),
+                self.lease.as_ref(),
+            )?;
             match (state, value) {
                 (TrialState::Complete, None) => {
                     return Err(invalid(loc, format!("trial {number}: COMPLETE needs a value")))
@@ -711,19 +877,28 @@ impl super::Storage for SqliteStorage {
             let op = "set trial state";
             if state.is_finished() {
                 tx.execute(
-                    "UPDATE trials SET state = ?1, value = ?2, prune_reason = ?3, finished_at = ?4 WHERE id = ?5",
+                    "UPDATE trials SET state = ?1, value = ?2, prune_reason = ?3, finished_at = ?4,
+                     lease_until_ms = NULL WHERE id = ?5",
                     params![state.as_str(), value, prune_reason, now, id],
                 )
                 .ctx(loc, op)?;
             } else if state == TrialState::Running {
+                let lease = self.lease.as_ref();
                 tx.execute(
-                    "UPDATE trials SET state = ?1, started_at = ?2 WHERE id = ?3",
-                    params![state.as_str(), now, id],
+                    "UPDATE trials SET state = ?1, started_at = ?2, worker = ?3, lease_until_ms = ?4
+                     WHERE id = ?5",
+                    params![
+                        state.as_str(),
+                        now,
+                        lease.map(|l| l.worker.as_str()),
+                        lease.map(|l| now_ms() + l.duration.as_millis() as i64),
+                        id
+                    ],
                 )
                 .ctx(loc, op)?;
             } else {
                 tx.execute(
-                    "UPDATE trials SET state = ?1 WHERE id = ?2",
+                    "UPDATE trials SET state = ?1, worker = NULL, lease_until_ms = NULL WHERE id = ?2",
                     params![state.as_str(), id],
                 )
                 .ctx(loc, op)?;
@@ -739,7 +914,14 @@ impl super::Storage for SqliteStorage {
         params: &Params,
     ) -> Result<(), StorageError> {
         self.write("set trial params", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, "change its parameters")?;
+            let (id, _) = find_owned(
+                tx,
+                loc,
+                study,
+                number,
+                "change its parameters",
+                self.lease.as_ref(),
+            )?;
             write_params(tx, loc, id, params)
         })
     }
@@ -764,7 +946,7 @@ impl super::Storage for SqliteStorage {
             return Ok(());
         }
         self.write("report intermediate values", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, "report intermediate values")?;
+            let (id, _) = find_owned(tx, loc, study, number, "report intermediate values", self.lease.as_ref())?;
             for &(step, value) in values {
                 check_finite(
                     loc,
@@ -788,7 +970,14 @@ impl super::Storage for SqliteStorage {
         episode: &EpisodeRecord,
     ) -> Result<(), StorageError> {
         self.write("add episode", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, "add an episode")?;
+            let (id, _) = find_owned(
+                tx,
+                loc,
+                study,
+                number,
+                "add an episode",
+                self.lease.as_ref(),
+            )?;
             check_finite(
                 loc,
                 &format!(
@@ -815,7 +1004,14 @@ impl super::Storage for SqliteStorage {
 
     fn clear_trial_progress(&self, study: StudyId, number: u64) -> Result<(), StorageError> {
         self.write("clear trial progress", |tx, loc| {
-            let (id, _) = find_unfinished(tx, loc, study, number, "clear its progress")?;
+            let (id, _) = find_owned(
+                tx,
+                loc,
+                study,
+                number,
+                "clear its progress",
+                self.lease.as_ref(),
+            )?;
             tx.execute("DELETE FROM intermediate WHERE trial_id = ?1", [id])
                 .ctx(loc, "clear intermediate values")?;
             tx.execute("DELETE FROM episodes WHERE trial_id = ?1", [id])
@@ -832,7 +1028,17 @@ impl super::Storage for SqliteStorage {
         value: &Value,
     ) -> Result<(), StorageError> {
         self.write("set trial attribute", |tx, loc| {
-            let (id, _, _) = find_trial(tx, loc, study, number)?;
+            let (id, state, _) = find_trial(tx, loc, study, number)?;
+            if state == TrialState::Running {
+                find_owned(
+                    tx,
+                    loc,
+                    study,
+                    number,
+                    "set an attribute",
+                    self.lease.as_ref(),
+                )?;
+            }
             update_attrs(
                 tx,
                 loc,
@@ -858,12 +1064,14 @@ impl super::Storage for SqliteStorage {
             let op = "re-queue running trials";
             let mut stmt = tx
                 .prepare(
-                    "UPDATE trials SET state = 'WAITING' WHERE study_id = ?1 AND state = 'RUNNING'
+                    "UPDATE trials SET state = 'WAITING', worker = NULL, lease_until_ms = NULL
+                     WHERE study_id = ?1 AND state = 'RUNNING'
+                       AND (lease_until_ms IS NULL OR lease_until_ms < ?2)
                      RETURNING number",
                 )
                 .ctx(loc, op)?;
             let rows = stmt
-                .query_map([study.0], |r| r.get::<_, i64>(0))
+                .query_map(params![study.0, now_ms()], |r| r.get::<_, i64>(0))
                 .ctx(loc, op)?;
             let mut numbers = Vec::new();
             for n in rows {
@@ -877,11 +1085,14 @@ impl super::Storage for SqliteStorage {
     fn claim_waiting(&self, study: StudyId) -> Result<Option<FrozenTrial>, StorageError> {
         self.write("claim waiting trial", |tx, loc| {
             let op = "claim waiting trial";
+            let now = now_ms();
             let first: Option<(i64, i64)> = tx
                 .query_row(
-                    "SELECT id, number FROM trials WHERE study_id = ?1 AND state = 'WAITING'
+                    "SELECT id, number FROM trials WHERE study_id = ?1
+                       AND (state = 'WAITING'
+                            OR (state = 'RUNNING' AND lease_until_ms IS NOT NULL AND lease_until_ms < ?2))
                      ORDER BY number LIMIT 1",
-                    [study.0],
+                    params![study.0, now],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
@@ -889,9 +1100,16 @@ impl super::Storage for SqliteStorage {
             let Some((id, number)) = first else {
                 return Ok(None);
             };
+            let lease = self.lease.as_ref();
             tx.execute(
-                "UPDATE trials SET state = 'RUNNING', started_at = ?1 WHERE id = ?2",
-                params![now_utc(), id],
+                "UPDATE trials SET state = 'RUNNING', started_at = ?1, worker = ?2, lease_until_ms = ?3
+                 WHERE id = ?4",
+                params![
+                    now_utc(),
+                    lease.map(|l| l.worker.as_str()),
+                    lease.map(|l| now + l.duration.as_millis() as i64),
+                    id
+                ],
             )
             .ctx(loc, op)?;
             read_one(tx, loc, study, number as u64)
@@ -943,6 +1161,62 @@ mod tests {
 
     fn p(pairs: &[(&str, f64)]) -> Params {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn workers_share_a_file_safely() {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        crate::storage::conformance::run_all(Box::new(move || {
+            let path = dir
+                .path()
+                .join(format!("w{}.db", rand::random::<u32>()))
+                .display()
+                .to_string();
+            let a = SqliteStorage::open(&path).unwrap();
+            let b = SqliteStorage::open(&path).unwrap();
+            (Box::new(a), Box::new(b))
+        }));
+    }
+
+    #[test]
+    fn a_version_1_file_is_migrated() {
+        let (_dir, path) = temp();
+        let conn = Connection::open(&path).unwrap();
+        let v1 = SCHEMA
+            .replace("    worker       TEXT,\n", "")
+            .replace("    lease_until_ms INTEGER,\n", "");
+        assert!(!v1.contains("lease_until_ms"));
+        conn.execute_batch(&v1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO studies (name, direction, space_json, created_at) VALUES ('old', 'maximize', '{}', 'x');
+             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'RUNNING');",
+        )
+        .unwrap();
+        drop(conn);
+        let s = SqliteStorage::open(&path).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let id = s.load_study("old").unwrap().unwrap().id;
+        assert_eq!(s.requeue_running(id).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn a_new_file_opened_by_many_at_once_opens_for_all() {
+        let (_dir, path) = temp();
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || SqliteStorage::open(&path).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
     }
 
     #[test]
