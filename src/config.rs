@@ -68,6 +68,11 @@ pub struct StudyConfig {
     /// …with this many more episodes each; the likely best is chosen by mean return.
     #[serde(default = "default_reevaluate_episodes")]
     pub reevaluate_episodes: u32,
+    /// How long a worker's claim on a trial holds without renewal, ms: after this long
+    /// without word from its worker (killed, hung, unplugged), another worker sharing the
+    /// study may take the trial over. Renewed every third of it while the trial runs.
+    #[serde(default = "default_lease")]
+    pub lease_ms: u64,
 }
 
 /// `[sampler]`.
@@ -277,6 +282,9 @@ fn default_silence_timeout() -> u64 {
     2_000
 }
 fn default_ready_timeout() -> u64 {
+    30_000
+}
+fn default_lease() -> u64 {
     30_000
 }
 fn default_episode_margin() -> u64 {

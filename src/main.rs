@@ -45,6 +45,13 @@ enum Cmd {
         /// Study size in finished trials (overrides study.trials).
         #[arg(long)]
         trials: Option<u64>,
+        /// Run N simulated robots on the study at once, each a daemon of its own (as N
+        /// daemons started by hand on the same storage would be).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+        workers: Option<u32>,
+        /// Set by --workers for each of its daemons.
+        #[arg(long, hide = true)]
+        worker_index: Option<u32>,
     },
     /// Re-evaluate a study's best trials with more episodes each and report the likely best
     /// by mean return (no new trials).
@@ -87,6 +94,7 @@ fn run_study(
     args: StudyArgs,
     trials: Option<u64>,
     reevaluate: Option<(u32, u32)>,
+    worker_index: Option<u32>,
     interrupts: Interrupts,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
@@ -100,6 +108,7 @@ fn run_study(
             release_latch: args.release_latch,
             reevaluate_top: reevaluate.map(|r| r.0),
             reevaluate_episodes: reevaluate.map(|r| r.1),
+            worker_index,
         },
         interrupts,
     )?;
@@ -168,17 +177,50 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
+/// This process's arguments after `run`, without `--workers N`: what each worker gets.
+fn run_args_without_workers() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
+    while let Some(a) = args.next() {
+        if a == "--workers" {
+            args.next();
+        } else if !a.starts_with("--workers=") {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// Runs `cmd`; `interrupts` is the signal handling `main` installed for `run` and
 /// `reevaluate`.
 fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode> {
     let installed = || interrupts.context("signal handling was not installed");
     match cmd {
-        Cmd::Run { args, trials } => run_study(args, trials, None, installed()?),
+        Cmd::Run {
+            args,
+            workers: Some(workers),
+            worker_index: None,
+            ..
+        } if workers > 1 => {
+            let interrupts = installed()?;
+            let config = Config::load(&args.config)?;
+            let fleet = daemon::fleet::FleetArgs {
+                run_args: run_args_without_workers(),
+            };
+            let code = daemon::fleet::run_workers(&config, &fleet, workers, &interrupts)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        Cmd::Run {
+            args,
+            trials,
+            worker_index,
+            ..
+        } => run_study(args, trials, None, worker_index, installed()?),
         Cmd::Reevaluate {
             args,
             top,
             episodes,
-        } => run_study(args, Some(0), Some((top, episodes)), installed()?),
+        } => run_study(args, Some(0), Some((top, episodes)), None, installed()?),
         Cmd::Sim(opts) => {
             // Started by the daemon, the simulated robot inherits its blocked stop signals.
             control::unblock_stop_signals().context("unblocking the stop signals")?;

@@ -451,6 +451,29 @@ impl Study {
         }))
     }
 
+    /// Makes the study claim trials for a worker (see [`crate::storage::Lease`]).
+    pub fn bind_worker(&mut self, lease: Option<crate::storage::Lease>) {
+        self.storage.bind_worker(lease);
+    }
+
+    /// Starts `params` as the study's first trial (RUNNING, numbered 0) if the study has no
+    /// trial yet; `None` if it has (another worker was first). Atomic: of several workers
+    /// starting one study together, exactly one runs its first trial, e.g. a baseline.
+    pub fn ask_first(&mut self, params: Params) -> Result<Option<TrialHandle>, StudyError> {
+        self.space
+            .check_params(&params)
+            .map_err(|e| self.invalid(format!("cannot start the first trial: {e}")))?;
+        Ok(self
+            .storage
+            .create_running_within(self.id, &params, 1)?
+            .map(|number| TrialHandle {
+                number,
+                params,
+                resumed: false,
+                episodes: Vec::new(),
+            }))
+    }
+
     /// Extends this worker's lease on RUNNING trial `number` (see
     /// [`crate::storage::Lease`]); `false` if another worker has taken it over.
     pub fn renew_lease(&mut self, number: u64) -> Result<bool, StudyError> {

@@ -361,13 +361,14 @@ fn step_stream_over_the_pty_is_what_the_physics_produced() {
     }
 }
 
-/// Drops the fields that are wall-clock times or durations.
+/// Drops the fields that are wall-clock times or durations, and the worker (its pid).
 fn without_timestamps(v: &Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
                 .filter(|(k, _)| {
                     !(k.ends_with("_at")
+                        || k.as_str() == "worker"
                         || k.contains("time")
                         || k.contains("duration")
                         || k.ends_with("_s")

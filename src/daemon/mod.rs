@@ -7,6 +7,7 @@
 //! (one trial's intermediate values), `trial_loop`, `worker`, `summary`, `sim_process`.
 
 pub mod firmware;
+pub mod fleet;
 pub mod progress;
 mod sim_process;
 mod summary;
@@ -25,6 +26,7 @@ use crate::robot::{LinkSettings, RobotLink};
 use crate::safety::Violation;
 use crate::sampler;
 use crate::storage;
+use crate::storage::Lease;
 use crate::study::Study;
 use crate::trial::{FrozenTrial, TrialState};
 
@@ -34,7 +36,7 @@ pub use trial_loop::{INCIDENTS_ATTR, MAX_FAILED_IN_A_ROW, MAX_FAULTS_PER_TRIAL};
 use sim_process::SimProcess;
 use summary::print_summary;
 use trial_loop::{Failpoint, TrialRunner};
-use worker::StudyWorker;
+use worker::{LeaseKeeper, StudyWorker};
 
 /// Command-line overrides of a config.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +53,9 @@ pub struct RunOverrides {
     pub reevaluate_top: Option<u32>,
     /// Episodes per re-evaluated trial (overrides study.reevaluate_episodes).
     pub reevaluate_episodes: Option<u32>,
+    /// This daemon is worker `i` of `gaittune run --workers N`: its simulated robot's seed
+    /// is `sim.seed + i`, its event log `NAME.w<i>.EXT`, and only worker 0 re-evaluates.
+    pub worker_index: Option<u32>,
 }
 
 /// How a run ended (errors aside).
@@ -89,6 +94,15 @@ pub fn run(
     if let Some(n) = overrides.reevaluate_episodes {
         config.study.reevaluate_episodes = n;
     }
+    if let Some(i) = overrides.worker_index {
+        config.sim.seed = config.sim.seed.wrapping_add(i as u64);
+        if let Some(log) = &config.sim.event_log {
+            config.sim.event_log = Some(worker_path(log, i));
+        }
+        if i > 0 {
+            config.study.reevaluate_top = 0;
+        }
+    }
     // One thread for the trial loop and the heartbeats: if the loop ever hangs, host
     // heartbeats stop too, and the firmware's watchdog stops the robot. Storage runs on its
     // own thread (`worker`), so a slow disk or a locked database cannot stop them.
@@ -99,34 +113,68 @@ pub fn run(
     rt.block_on(run_async(config, interrupts, release_latch))
 }
 
+/// `events.jsonl` → `events.w2.jsonl`: worker `i`'s own event log.
+fn worker_path(path: &std::path::Path, i: u32) -> std::path::PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let name = match (stem, path.extension()) {
+        (Some(stem), Some(ext)) => format!("{stem}.w{i}.{}", ext.to_string_lossy()),
+        (Some(stem), None) => format!("{stem}.w{i}"),
+        _ => format!("w{i}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Opens the study with this worker's lease, if it exists yet (a run creates its study only
+/// once the config, the space and the firmware's limits have all passed).
+fn open_study(config: &Config, lease: &Lease) -> Result<Option<Study>> {
+    let mut storage = storage::open(&config.study.storage)
+        .with_context(|| format!("opening storage {}", config.study.storage))?;
+    storage.bind_worker(Some(lease.clone()));
+    if storage.load_study(&config.study.name)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(create_or_load(config, storage)?))
+}
+
+fn create_or_load(config: &Config, storage: Box<dyn storage::Storage>) -> Result<Study> {
+    Ok(Study::create_or_load(
+        storage,
+        &config.study.name,
+        config.study.direction,
+        config.space.clone(),
+        build_sampler(config)?,
+    )?)
+}
+
 async fn run_async(
     config: Config,
     interrupts: Interrupts,
     release_latch: bool,
 ) -> Result<RunOutcome> {
-    let storage = storage::open(&config.study.storage)
-        .with_context(|| format!("opening storage {}", config.study.storage))?;
-    let sampler = build_sampler(&config)?;
-    let mut study = Study::create_or_load(
-        storage,
-        &config.study.name,
-        config.study.direction,
-        config.space.clone(),
-        sampler,
-    )?;
-    for number in study.requeue_running()? {
-        outln!("trial {number} was left RUNNING by an earlier run: re-queued");
-    }
-    let trials = study.trials()?;
-    let finished = count_finished(&trials);
-    let reeval_pending = !pending_reevaluation(&config, study.direction(), &trials).is_empty();
-    if finished >= config.study.trials && !reeval_pending {
-        outln!(
-            "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
-            config.study.name, config.study.trials
-        );
-        print_summary(&study)?;
-        return Ok(RunOutcome::Finished);
+    // The worker is named after its robot: a device, or a simulated robot by its seed (which
+    // --workers varies), so that a restart on the same robot recognises its earlier trials.
+    let robot_name = if config.uses_sim() {
+        format!("sim-seed-{}", config.sim.seed)
+    } else {
+        config.robot.device.clone()
+    };
+    let lease = Lease::for_robot(&robot_name, Duration::from_millis(config.study.lease_ms));
+    let mut existing = open_study(&config, &lease)?;
+    if let Some(study) = &mut existing {
+        for number in study.requeue_running()? {
+            outln!("trial {number} was left RUNNING by an earlier run: re-queued");
+        }
+        let trials = study.trials()?;
+        let finished = count_finished(&trials);
+        let reeval_pending = !pending_reevaluation(&config, study.direction(), &trials).is_empty();
+        if finished >= config.study.trials && !reeval_pending {
+            outln!(
+                "study '{}' already has {finished} finished trials (size {}); raise --trials to run more",
+                config.study.name, config.study.trials
+            );
+            print_summary(study)?;
+            return Ok(RunOutcome::Finished);
+        }
     }
 
     let sim = if config.uses_sim() {
@@ -161,13 +209,32 @@ async fn run_async(
     );
     check_space_against_firmware(&config.space, &info, &config)?;
     reconcile_at_start(&mut link).await?;
+    let mut study = match existing {
+        Some(mut study) => {
+            study.bind_worker(Some(lease.clone()));
+            study
+        }
+        None => {
+            let mut storage = storage::open(&config.study.storage)
+                .with_context(|| format!("opening storage {}", config.study.storage))?;
+            storage.bind_worker(Some(lease.clone()));
+            create_or_load(&config, storage)?
+        }
+    };
+    outln!("worker {}", lease.worker);
     study.set_study_attr("robot", serde_json::to_value(&info)?)?;
-    if config.study.baseline && study.trials()?.is_empty() {
+    let mut first = None;
+    if config.study.baseline {
         match baseline_params(study.space(), &info) {
             Ok(params) => {
-                let number = study.enqueue(params)?;
-                study.set_attr(number, "baseline", serde_json::Value::Bool(true))?;
-                outln!("trial {number} is the baseline: the firmware's default gait");
+                if let Some(trial) = study.ask_first(params)? {
+                    study.set_attr(trial.number, "baseline", serde_json::Value::Bool(true))?;
+                    outln!(
+                        "trial {} is the baseline: the firmware's default gait",
+                        trial.number
+                    );
+                    first = Some(trial);
+                }
             }
             Err(why) => outln!("no baseline trial: {why}"),
         }
@@ -193,8 +260,12 @@ async fn run_async(
         failed_in_a_row: 0,
         last_progress: std::time::Instant::now(),
         recovering: None,
+        first,
+        lease: LeaseKeeper::start(worker.handle(), lease.duration),
+        waiting_noted: false,
     };
     let outcome = runner.run_all().await;
+    drop(runner);
     global_slot().disarm();
     drop(link);
     drop(sim);

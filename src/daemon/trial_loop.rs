@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::firmware::{applied_params, firmware_values};
 use super::progress::TrialProgress;
 use super::summary::{format_params, print_end, TrialEnd};
-use super::worker::StudyWorker;
+use super::worker::{LeaseKeeper, StudyWorker};
 use super::{
     count_finished, guard_step, pending_reevaluation, RunOutcome, PRUNE_POOR, PRUNE_UNSAFE,
 };
@@ -27,7 +27,8 @@ use crate::pruner::{PruneRequest, Pruner};
 use crate::robot::{Incident, LinkError, RobotEvent, RobotInfo, RobotLink};
 use crate::safety::Violation;
 use crate::space::{Params, SearchSpace};
-use crate::study::StudyError;
+use crate::storage::StorageError;
+use crate::study::{StudyError, TrialHandle};
 use crate::trial::{Direction, EpisodeRecord, FrozenTrial};
 
 /// Link or host faults one trial may meet before it is marked FAIL.
@@ -42,6 +43,8 @@ pub const INCIDENTS_ATTR: &str = "link_incidents";
 pub(super) enum Stop {
     Interrupted,
     Link(LinkError),
+    /// Another worker took the trial over (this one was silent longer than its lease).
+    LeaseLost(String),
     Other(anyhow::Error),
 }
 
@@ -53,7 +56,12 @@ impl From<LinkError> for Stop {
 
 impl From<StudyError> for Stop {
     fn from(e: StudyError) -> Self {
-        Stop::Other(e.into())
+        match e {
+            StudyError::Storage(lost @ StorageError::LeaseLost { .. }) => {
+                Stop::LeaseLost(lost.to_string())
+            }
+            e => Stop::Other(e.into()),
+        }
     }
 }
 
@@ -176,6 +184,12 @@ pub(super) struct TrialRunner<'a> {
     pub last_progress: Instant,
     /// A fault being recovered by a re-run: recorded once the re-run has started.
     pub recovering: Option<Incident>,
+    /// A trial already started for this worker (the baseline), run before asking.
+    pub first: Option<TrialHandle>,
+    /// Keeps the lease on the trial in flight.
+    pub lease: LeaseKeeper,
+    /// "Waiting for other workers" was said since the last trial.
+    pub waiting_noted: bool,
 }
 
 impl TrialRunner<'_> {
@@ -187,6 +201,7 @@ impl TrialRunner<'_> {
                 return match self.reevaluate().await {
                     Ok(()) => Ok(RunOutcome::Finished),
                     Err(Stop::Interrupted) => self.stop_interrupted(None).await,
+                    Err(Stop::LeaseLost(why)) => Err(anyhow!(why)),
                     Err(Stop::Link(e)) => {
                         global_slot().fire();
                         Err(anyhow!(e).context(
@@ -202,17 +217,35 @@ impl TrialRunner<'_> {
             if self.interrupts.requested() {
                 return self.stop_interrupted(None).await;
             }
-            let trial = self
-                .study
-                .call(|s| {
-                    let t = s.ask()?;
-                    if t.resumed {
-                        // Whatever an interrupted attempt recorded is not this run's measurement.
-                        s.clear_progress(t.number)?;
+            let trial = match self.first.take() {
+                Some(t) => t,
+                None => {
+                    let claimed = self
+                        .study
+                        .call(move |s| {
+                            let Some(t) = s.ask_within(size)? else {
+                                return Ok(None);
+                            };
+                            if t.resumed {
+                                // Whatever an interrupted attempt (or a worker that went
+                                // away) recorded is not this run's measurement.
+                                s.clear_progress(t.number)?;
+                            }
+                            Ok::<_, StudyError>(Some(t))
+                        })
+                        .await;
+                    match claimed {
+                        Ok(Some(t)) => t,
+                        Ok(None) => {
+                            self.wait_for_other_workers(finished, size).await?;
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Ok::<_, StudyError>(t)
-                })
-                .await?;
+                }
+            };
+            self.lease.watch(trial.number);
+            self.waiting_noted = false;
             let started = Instant::now();
             outln!(
                 "trial {:>4} [{}/{}] {}",
@@ -222,9 +255,10 @@ impl TrialRunner<'_> {
                 format_params(&self.space, &trial.params)
             );
             let result = self.run_trial(trial.number, &trial.params).await;
+            self.lease.release();
             self.finish_recovery();
             let incidents = self.link.take_incidents();
-            if !incidents.is_empty() {
+            if !incidents.is_empty() && !matches!(result, Err(Stop::LeaseLost(_))) {
                 let number = trial.number;
                 self.study
                     .call(move |s| append_incidents(s, number, incidents))
@@ -250,6 +284,9 @@ impl TrialRunner<'_> {
                     }
                 }
                 Err(Stop::Interrupted) => return self.stop_interrupted(Some(trial.number)).await,
+                Err(Stop::LeaseLost(why)) => {
+                    outln!("trial {} abandoned: {why}", trial.number);
+                }
                 Err(Stop::Link(e)) => {
                     // The robot may still be moving if only our side of the line failed.
                     global_slot().fire();
@@ -271,6 +308,23 @@ impl TrialRunner<'_> {
                 }
             }
         }
+    }
+
+    /// Nothing to claim and nothing to create: the last trials run on other workers. Waits a
+    /// moment (their leases may expire, or they finish), saying so once.
+    async fn wait_for_other_workers(&mut self, finished: u64, size: u64) -> anyhow::Result<()> {
+        if !self.waiting_noted {
+            outln!(
+                "{finished} of {size} trials finished; the others run on other workers: waiting for them"
+            );
+            self.waiting_noted = true;
+        }
+        let mut interrupts = self.interrupts.clone();
+        tokio::select! {
+            _ = interrupts.wait() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        Ok(())
     }
 
     /// Records the fault being recovered, its recovery time ending now.
@@ -756,6 +810,13 @@ impl TrialRunner<'_> {
             match event {
                 RobotEvent::Step(step) => {
                     self.last_progress = Instant::now();
+                    if self.lease.lost() && !aborted && violation.is_none() {
+                        or_interrupt!(self, self.link.abort())?;
+                        self.link.forget_episode();
+                        return Err(Stop::LeaseLost(format!(
+                            "another worker took trial {number} over: this worker's lease expired"
+                        )));
+                    }
                     // Steps that arrive after our Abort are still guarded: the robot moves
                     // until the Abort lands, and the link's guard may already have stopped it.
                     if violation.is_some() {

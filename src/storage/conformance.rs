@@ -138,6 +138,30 @@ pub fn requeue_spares_live_leases(pair: &Pair) {
     );
 }
 
+/// A restarted worker (same host and robot, another process) takes back what its earlier
+/// process left at once; another robot's trial waits for its lease.
+pub fn a_restarted_worker_requeues_its_own_trials(pair: &Pair) {
+    let (mut old, mut new) = pair();
+    old.bind_worker(lease("lab:100:/dev/ttyACM0", 60_000));
+    let id = study(&*old);
+    let mine = old
+        .create_running_within(id, &params(1.0), 10)
+        .unwrap()
+        .unwrap();
+    let mut other = old;
+    other.bind_worker(lease("lab:101:/dev/ttyACM1", 60_000));
+    let theirs = other
+        .create_running_within(id, &params(2.0), 10)
+        .unwrap()
+        .unwrap();
+    new.bind_worker(lease("lab:200:/dev/ttyACM0", 60_000));
+    assert_eq!(new.requeue_running(id).unwrap(), vec![mine]);
+    assert_eq!(
+        new.get_trial(id, theirs).unwrap().unwrap().state,
+        TrialState::Running
+    );
+}
+
 /// A study can be deleted with its trials; others stay.
 pub fn a_study_is_deleted_with_its_trials(pair: &Pair) {
     let (a, _) = pair();
@@ -164,5 +188,6 @@ pub fn run_all(pair: Pair) {
     leases_hand_a_trial_over_only_after_expiry(&pair);
     workers_never_exceed_the_limit(&pair);
     requeue_spares_live_leases(&pair);
+    a_restarted_worker_requeues_its_own_trials(&pair);
     a_study_is_deleted_with_its_trials(&pair);
 }

@@ -53,6 +53,21 @@ impl Lease {
             duration,
         }
     }
+
+    /// Whether `worker` is an earlier process of this worker: the same host and robot, another
+    /// pid. One robot is driven by one daemon at a time (it holds the device), so such a
+    /// worker is gone, and its trials need not wait out their lease.
+    pub fn is_earlier_self(&self, worker: &str) -> bool {
+        fn host_and_robot(w: &str) -> Option<(&str, &str)> {
+            let mut parts = w.splitn(3, ':');
+            let host = parts.next()?;
+            parts.next()?;
+            Some((host, parts.next()?))
+        }
+        worker != self.worker
+            && host_and_robot(worker).is_some()
+            && host_and_robot(worker) == host_and_robot(&self.worker)
+    }
 }
 
 /// The storage's own identifier of a study.
@@ -266,9 +281,10 @@ pub trait Storage: Send {
     /// All trials of the study, by number.
     fn list_trials(&self, study: StudyId) -> Result<Vec<FrozenTrial>, StorageError>;
 
-    /// Moves every RUNNING trial whose lease has expired, or that was started without one,
-    /// back to WAITING (at startup, after a crash); a live worker's trial is left alone.
-    /// Returns their numbers.
+    /// Moves every RUNNING trial whose lease has expired, that was started without one, or
+    /// that an earlier process of the bound worker left behind ([`Lease::is_earlier_self`]),
+    /// back to WAITING (at startup, after a crash); another live worker's trial is left
+    /// alone. Returns their numbers.
     fn requeue_running(&self, study: StudyId) -> Result<Vec<u64>, StorageError>;
 
     /// Atomically takes the lowest-numbered trial that is WAITING, or RUNNING with an

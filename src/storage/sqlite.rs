@@ -1062,6 +1062,26 @@ impl super::Storage for SqliteStorage {
     fn requeue_running(&self, study: StudyId) -> Result<Vec<u64>, StorageError> {
         self.write("re-queue running trials", |tx, loc| {
             let op = "re-queue running trials";
+            if let Some(lease) = &self.lease {
+                // Trials this worker's earlier process left: their lease need not run out.
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT id, worker FROM trials
+                         WHERE study_id = ?1 AND state = 'RUNNING' AND worker IS NOT NULL",
+                    )
+                    .ctx(loc, op)?;
+                let held: Vec<(i64, String)> = stmt
+                    .query_map([study.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .ctx(loc, op)?
+                    .collect::<Result<_, _>>()
+                    .ctx(loc, op)?;
+                for (id, worker) in held {
+                    if lease.is_earlier_self(&worker) {
+                        tx.execute("UPDATE trials SET lease_until_ms = 0 WHERE id = ?1", [id])
+                            .ctx(loc, op)?;
+                    }
+                }
+            }
             let mut stmt = tx
                 .prepare(
                     "UPDATE trials SET state = 'WAITING', worker = NULL, lease_until_ms = NULL
