@@ -11,7 +11,7 @@ use crate::trial::{FrozenTrial, TrialState};
 /// Opens the storage at `storage_url`, reads study `study_name` with its stored space, and
 /// returns its trials as JSON, or as CSV if `csv`. Writes nothing.
 pub fn export_study(storage_url: &str, study_name: &str, csv: bool) -> Result<String, StudyError> {
-    let storage = crate::storage::open(storage_url)?;
+    let storage = crate::storage::open_read_only(storage_url)?;
     let (record, space) = crate::study::load_record(&*storage, study_name)?;
     let trials = storage.list_trials(record.id)?;
     Ok(if csv {

@@ -8,11 +8,13 @@
 //! - [`sim`]: simulated robots that run the firmware side of the protocol;
 //! - [`probe`]: `gaittune probe`, a frame-by-frame conformance check of a firmware;
 //! - [`chaos`]: a fault-injecting proxy between a host and a robot (`gaittune chaos`);
+//! - [`admin`]: `gaittune studies`: listing, deleting and copying studies;
 //! - [`daemon`], [`control`], [`config`]: the trial loop that joins them, operator control,
 //!   and the TOML configuration; [`console`]: progress output that survives a closed stdout.
 
 #[macro_use]
 pub mod console;
+pub mod admin;
 pub mod chaos;
 pub mod config;
 pub mod control;

@@ -75,6 +75,14 @@ enum Cmd {
     /// delays and reorders frames, stalls the line, reboots the robot.
     #[command(after_help = gaittune::chaos::FAULT_HELP)]
     Chaos(gaittune::chaos::ChaosOptions),
+    /// List the studies of a storage (read-only), or delete or copy one.
+    Studies {
+        /// Storage URL, e.g. sqlite:gaittune.db.
+        #[arg(long)]
+        storage: String,
+        #[command(subcommand)]
+        action: Option<StudiesCmd>,
+    },
     /// Print a study's trials as JSON or CSV.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -118,6 +126,76 @@ fn run_study(
     })
 }
 
+/// What `gaittune studies` does besides listing.
+#[derive(Subcommand)]
+enum StudiesCmd {
+    /// Delete a study and all its trials (asks first).
+    Delete {
+        /// The study's name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Copy a study, with all its trials, to another storage (or under another name).
+    Copy {
+        /// The study's name.
+        name: String,
+        /// The storage to copy it to, e.g. postgresql://user@host/db.
+        #[arg(long)]
+        to: String,
+        /// The copy's name (default: the same).
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+    },
+}
+
+/// `gaittune studies`.
+fn studies(storage: &str, action: Option<StudiesCmd>) -> anyhow::Result<ExitCode> {
+    match action {
+        None => {
+            let listed = gaittune::admin::list(storage)?;
+            gaittune::out!("{}", gaittune::admin::table(&listed));
+        }
+        Some(StudiesCmd::Delete { name, yes }) => {
+            if !yes
+                && !confirm(&format!(
+                    "delete study '{name}' and all its trials from {storage}?"
+                ))?
+            {
+                gaittune::outln!("nothing deleted");
+                return Ok(ExitCode::FAILURE);
+            }
+            let n = gaittune::admin::delete(storage, &name)?;
+            gaittune::outln!("deleted study '{name}' ({n} trials) from {storage}");
+        }
+        Some(StudiesCmd::Copy { name, to, as_name }) => {
+            let n = gaittune::admin::copy(storage, &name, &to, as_name.as_deref())?;
+            gaittune::outln!(
+                "copied study '{name}' ({n} trials) to {to} as '{}'",
+                as_name.as_deref().unwrap_or(&name)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks `question` on the terminal; only "y" or "yes" agrees. Without a terminal, refuses
+/// and says to pass --yes.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} Not asking without a terminal: pass --yes to confirm");
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Json,
@@ -141,7 +219,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Export { .. } => None,
+        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Studies { .. } | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -247,6 +325,7 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             gaittune::chaos::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Studies { storage, action } => studies(&storage, action),
         Cmd::Export {
             storage,
             study,

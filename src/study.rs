@@ -161,7 +161,7 @@ pub fn best_of(trials: &[FrozenTrial], direction: Direction) -> Option<&FrozenTr
 
 /// Loads study `name` and its stored space; a missing study is an error listing the
 /// studies that exist.
-pub(crate) fn load_record(
+pub fn load_record(
     storage: &dyn Storage,
     name: &str,
 ) -> Result<(StudyRecord, SearchSpace), StudyError> {

@@ -319,6 +319,18 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
     }
 }
 
+/// Opens a storage from a URL for reading only (exports, listings): a SQLite file must
+/// exist and is neither created, migrated nor changed.
+pub fn open_read_only(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"));
+    match path {
+        Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open_read_only(path)?)),
+        _ => open(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

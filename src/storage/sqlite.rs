@@ -492,6 +492,70 @@ impl SqliteStorage {
         Ok(storage)
     }
 
+    /// Opens an existing database file for reading only: it is never created, migrated or
+    /// switched to WAL, and every write is refused (for exports and listings, which must not
+    /// change a file). A file of schema version 1 is read through a view that adds the
+    /// version-2 columns.
+    pub fn open_read_only(path: &str) -> Result<SqliteStorage, StorageError> {
+        use rusqlite::OpenFlags;
+        let location = format!("sqlite:{path}");
+        let loc = location.as_str();
+        if !std::path::Path::new(path).is_file() {
+            return Err(StorageError::Backend {
+                location: location.clone(),
+                message: "no such database file (reading never creates one); check the path".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| backend(loc, "cannot open the database file", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx(loc, "set busy_timeout")?;
+        let has_version: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| backend(loc, "read the schema", e))?
+            > 0;
+        if !has_version {
+            return Err(invalid(
+                loc,
+                "the file is not a gaittune database (no schema_version table); check the path"
+                    .into(),
+            ));
+        }
+        let version: Option<i64> = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .ctx(loc, "read schema_version")?;
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                // The temp schema is writable even when the file is not, and is searched first.
+                conn.execute_batch(
+                    "CREATE TEMP VIEW trials AS
+                     SELECT *, NULL AS worker, NULL AS lease_until_ms FROM main.trials;",
+                )
+                .ctx(loc, "read a version-1 file")?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(invalid(
+                    loc,
+                    format!("the database has schema version {v}, newer than this gaittune's {SCHEMA_VERSION}; upgrade gaittune"),
+                ))
+            }
+            other => return Err(corrupt(loc, format!("unknown schema version {other:?}"))),
+        }
+        Ok(SqliteStorage {
+            conn,
+            location,
+            lease: None,
+        })
+    }
+
     fn migrate(&self) -> Result<(), StorageError> {
         self.write("create the schema", |tx, loc| {
             let has_version: bool = tx
@@ -1223,6 +1287,68 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         let id = s.load_study("old").unwrap().unwrap().id;
         assert_eq!(s.requeue_running(id).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn reading_never_creates_or_changes_a_file() {
+        let (dir, path) = temp();
+        let err = SqliteStorage::open_read_only(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such database file"), "{err}");
+        assert!(!std::path::Path::new(&path).exists());
+        // A file of another program is refused, untouched.
+        let foreign = dir.path().join("foreign.db");
+        let c = Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE t (x INTEGER);").unwrap();
+        drop(c);
+        let before = std::fs::read(&foreign).unwrap();
+        let err = SqliteStorage::open_read_only(&foreign.display().to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a gaittune database"), "{err}");
+        assert_eq!(std::fs::read(&foreign).unwrap(), before);
+        let mode: String = Connection::open(&foreign)
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "not switched to WAL");
+        // A study written normally reads back; writes are refused.
+        let s = SqliteStorage::open(&path).unwrap();
+        let id = s.create_study("r", Direction::Maximize, "{}").unwrap().id;
+        s.create_trial(id, TrialState::Waiting, &p(&[("x", 1.0)]))
+            .unwrap();
+        drop(s);
+        let r = SqliteStorage::open_read_only(&path).unwrap();
+        assert_eq!(r.list_trials(id).unwrap().len(), 1);
+        assert!(r.create_study("w", Direction::Maximize, "{}").is_err());
+    }
+
+    #[test]
+    fn a_version_1_file_reads_without_being_migrated() {
+        let (_dir, path) = temp();
+        let conn = Connection::open(&path).unwrap();
+        let v1 = SCHEMA
+            .replace("    worker       TEXT,\n", "")
+            .replace("    lease_until_ms INTEGER,\n", "");
+        conn.execute_batch(&v1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO studies (name, direction, space_json, created_at) VALUES ('old', 'maximize', '{}', 'x');
+             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'WAITING');",
+        )
+        .unwrap();
+        drop(conn);
+        let r = SqliteStorage::open_read_only(&path).unwrap();
+        let id = r.load_study("old").unwrap().unwrap().id;
+        assert_eq!(r.list_trials(id).unwrap()[0].worker, None);
+        drop(r);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1, "reading does not migrate");
     }
 
     #[test]
