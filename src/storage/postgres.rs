@@ -166,8 +166,11 @@ fn backend(location: &str, op: &str, e: ::postgres::Error) -> StorageError {
         {
             "; check the user and password (in the URL or PGPASSWORD) and the server's pg_hba.conf"
         }
+        Some(c) if *c == SqlState::INVALID_SCHEMA_NAME => {
+            "; the connection's search_path names no schema this user may use: create one, or set search_path (?options=-c%20search_path%3DNAME)"
+        }
         Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
-            "; the user needs the right to create and write the gaittune_* tables"
+            "; the user needs the right to create and write the gaittune_* tables (PostgreSQL 15 and later: GRANT CREATE ON SCHEMA public TO the user, or give it a schema of its own)"
         }
         _ => "",
     };
