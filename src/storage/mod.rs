@@ -2,7 +2,8 @@
 //! before it returns: every state change is persisted before the daemon acts on it.
 //!
 //! Open a storage from a URL with [`open`]: `sqlite:PATH` (or `sqlite://PATH`) is the
-//! embedded default; other backends (postgres for fleets) can implement the same trait.
+//! embedded default (one machine); `postgresql://user@host[:port]/db` (or `postgres://`) is
+//! for fleets of workers on several machines.
 //!
 //! Values must be finite: SQLite turns NaN into NULL, and JSON has no infinities, so
 //! non-finite values are refused with [`StorageError::Invalid`].
@@ -18,11 +19,13 @@
 //! Only trials whose lease expired are claimed again by others or re-queued
 //! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
+mod postgres;
 mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
+pub use self::postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
 use std::time::Duration;
@@ -95,7 +98,7 @@ pub struct StudyRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The URL's scheme is not supported.
-    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db)")]
+    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db), and postgresql://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB")]
     UnsupportedUrl {
         /// The URL given.
         url: String,
@@ -308,8 +311,12 @@ pub trait Storage: Send {
 }
 
 /// Opens a storage from a URL: `sqlite:PATH` or `sqlite://PATH` (the database file is
-/// created if missing).
+/// created if missing), or `postgresql://USER@HOST[:PORT]/DB` or `postgres://...` (the
+/// database must exist; its tables are created if missing).
 pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+        return Ok(Box::new(PostgresStorage::open(url)?));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"));
@@ -345,10 +352,18 @@ mod tests {
         open(&format!("sqlite://{}", b.display())).unwrap();
         assert!(a.exists() && b.exists());
 
-        for bad in ["postgres://host/db", "gaittune.db", "sqlite:", ""] {
+        for bad in [
+            "mysql://host/db",
+            "postgresql:db",
+            "gaittune.db",
+            "sqlite:",
+            "",
+        ] {
             let e = open(bad).err().expect(bad).to_string();
             assert!(
-                e.contains("sqlite:PATH") && e.contains(&format!("{bad:?}")),
+                e.contains("sqlite:PATH")
+                    && e.contains("postgresql://USER@HOST")
+                    && e.contains(&format!("{bad:?}")),
                 "{e}"
             );
         }
