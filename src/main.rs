@@ -152,6 +152,7 @@ enum StudiesCmd {
 
 /// `gaittune studies`.
 fn studies(storage: &str, action: Option<StudiesCmd>) -> anyhow::Result<ExitCode> {
+    let shown = gaittune::storage::shown_url(storage);
     match action {
         None => {
             let listed = gaittune::admin::list(storage)?;
@@ -160,19 +161,20 @@ fn studies(storage: &str, action: Option<StudiesCmd>) -> anyhow::Result<ExitCode
         Some(StudiesCmd::Delete { name, yes }) => {
             if !yes
                 && !confirm(&format!(
-                    "delete study '{name}' and all its trials from {storage}?"
+                    "delete study '{name}' and all its trials from {shown}?"
                 ))?
             {
                 gaittune::outln!("nothing deleted");
                 return Ok(ExitCode::FAILURE);
             }
             let n = gaittune::admin::delete(storage, &name)?;
-            gaittune::outln!("deleted study '{name}' ({n} trials) from {storage}");
+            gaittune::outln!("deleted study '{name}' ({n} trials) from {shown}");
         }
         Some(StudiesCmd::Copy { name, to, as_name }) => {
             let n = gaittune::admin::copy(storage, &name, &to, as_name.as_deref())?;
             gaittune::outln!(
-                "copied study '{name}' ({n} trials) to {to} as '{}'",
+                "copied study '{name}' ({n} trials) to {} as '{}'",
+                gaittune::storage::shown_url(&to),
                 as_name.as_deref().unwrap_or(&name)
             );
         }

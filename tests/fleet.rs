@@ -53,9 +53,47 @@ fn worker_logs(w: &Workdir, n: u32) -> Vec<PathBuf> {
 #[test]
 fn three_workers_share_one_study_without_losing_doubling_or_mixing_a_trial() {
     let w = Workdir::new();
+    let url = w.storage_url();
+    three_workers_on(&w, &url, "it");
+}
+
+#[test]
+fn three_workers_share_one_study_on_postgresql() {
+    let Some(url) = postgres_server() else {
+        return;
+    };
+    let w = Workdir::new();
+    let name = format!("fleet-{}", std::process::id());
+    let _clean = DropStudy {
+        url: &url,
+        name: &name,
+    };
+    three_workers_on(&w, &url, &name);
+}
+
+fn export_from(w: &Workdir, url: &str, name: &str) -> Vec<Value> {
+    let out = std::process::Command::new(bin())
+        .args(["export", "--storage", url, "--study", name])
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn three_workers_on(w: &Workdir, url: &str, name: &str) {
     let config = w.write_config(
-        &sim_config(&w.storage_url(), &w.event_log(), 12, 60, 1.0)
-            .replace("[study]\n", "[study]\nepisodes_per_trial = 2\n"),
+        &sim_config(url, &w.event_log(), 12, 60, 1.0)
+            .replace("[study]\n", "[study]\nepisodes_per_trial = 2\n")
+            .replace("name = \"it\"", &format!("name = \"{name}\"")),
     );
     let out = w.run_within(&config, &["--workers", "3"], LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -67,7 +105,7 @@ fn three_workers_share_one_study_without_losing_doubling_or_mixing_a_trial() {
     for i in 0..3 {
         assert!(stdout.contains(&format!("[w{i}] ")), "{stdout}");
     }
-    let trials = w.export("it");
+    let trials = export_from(w, url, name);
     let numbers: Vec<u64> = trials
         .iter()
         .map(|t| t["number"].as_u64().unwrap())
@@ -90,14 +128,28 @@ fn three_workers_share_one_study_without_losing_doubling_or_mixing_a_trial() {
         1,
         "one baseline, not one per worker"
     );
-    assert_each_trial_ran_on_one_robot(&trials, &worker_logs(&w, 3));
+    assert_each_trial_ran_on_one_robot(&trials, &worker_logs(w, 3));
 }
 
 /// A config for a daemon of its own on the shared study: its own simulated robot (`seed`)
 /// and event log, a short lease.
 fn own_daemon_config(w: &Workdir, name: &str, seed: u64, lease_ms: u64, steps: u32) -> PathBuf {
+    own_daemon_config_on(w, &w.storage_url(), "it", name, seed, lease_ms, steps)
+}
+
+/// [`own_daemon_config`] on the storage at `url`, study `study`.
+fn own_daemon_config_on(
+    w: &Workdir,
+    url: &str,
+    study: &str,
+    name: &str,
+    seed: u64,
+    lease_ms: u64,
+    steps: u32,
+) -> PathBuf {
     let log = w.path(&format!("{name}.jsonl"));
-    let text = sim_config(&w.storage_url(), &log, 6, steps, 4.0)
+    let text = sim_config(url, &log, 6, steps, 4.0)
+        .replace("name = \"it\"", &format!("name = \"{study}\""))
         .replace("[sim]\nseed = 1", &format!("[sim]\nseed = {seed}"))
         .replace("[study]\n", &format!("[study]\nlease_ms = {lease_ms}\n"));
     let path = w.path(&format!("{name}.toml"));
@@ -151,11 +203,30 @@ fn a_second_daemon_never_requeues_or_runs_the_trial_the_first_is_running() {
 
 #[test]
 fn a_killed_workers_trial_waits_out_its_lease_then_another_runs_it() {
-    let lease_ms = 2_000;
     let w = Workdir::new();
-    let a = own_daemon_config(&w, "a", 1, lease_ms, 400);
-    let b = own_daemon_config(&w, "b", 2, lease_ms, 60);
-    let mut first = spawn(&w, &a);
+    let url = w.storage_url();
+    killed_worker_on(&w, &url, "it");
+}
+
+#[test]
+fn a_killed_workers_trial_waits_out_its_lease_on_postgresql() {
+    let Some(url) = postgres_server() else {
+        return;
+    };
+    let w = Workdir::new();
+    let name = format!("fleet-kill-{}", std::process::id());
+    let _clean = DropStudy {
+        url: &url,
+        name: &name,
+    };
+    killed_worker_on(&w, &url, &name);
+}
+
+fn killed_worker_on(w: &Workdir, url: &str, study: &str) {
+    let lease_ms = 2_000;
+    let a = own_daemon_config_on(w, url, study, "a", 1, lease_ms, 400);
+    let b = own_daemon_config_on(w, url, study, "b", 2, lease_ms, 60);
+    let mut first = spawn(w, &a);
     wait_for(LIMIT, "the first daemon's second trial", || {
         started(&w.path("a.jsonl")).len() >= 2
     });
@@ -163,7 +234,7 @@ fn a_killed_workers_trial_waits_out_its_lease_then_another_runs_it() {
     first.kill().unwrap();
     first.wait().unwrap();
     let killed = Instant::now();
-    let second = spawn(&w, &b);
+    let second = spawn(w, &b);
     // The other worker finishes what it can, then waits for the orphan's lease.
     wait_for(LIMIT, "the orphaned trial to run again", || {
         started(&w.path("b.jsonl")).contains(&orphan)
@@ -180,7 +251,7 @@ fn a_killed_workers_trial_waits_out_its_lease_then_another_runs_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let trials = w.export("it");
+    let trials = export_from(w, url, study);
     assert_eq!(trials.len(), 6);
     let t = &trials[orphan as usize];
     assert!(t["worker"].as_str().unwrap().ends_with("sim-seed-2"), "{t}");

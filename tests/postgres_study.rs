@@ -5,45 +5,7 @@
 mod common;
 use common::*;
 
-use std::io::Write;
 use std::process::Command;
-
-const DEFAULT_TEST_URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
-
-/// The test server's URL if one answers (see the file's docs).
-fn server() -> Option<String> {
-    let url = std::env::var("GAITTUNE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_TEST_URL.into());
-    match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(_) => Some(url),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("no PostgreSQL at {url} and CI=true: {e:?}")
-        }
-        Err(_) => {
-            // Straight to stderr: the test harness would swallow eprintln! of a pass.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: no PostgreSQL at {url} (set GAITTUNE_TEST_POSTGRES or start one)"
-            );
-            None
-        }
-    }
-}
-
-/// Deletes the study when the test ends, passed or not, so the shared database stays clean.
-struct DropStudy<'a> {
-    url: &'a str,
-    name: &'a str,
-}
-
-impl Drop for DropStudy<'_> {
-    fn drop(&mut self) {
-        if let Ok(storage) = gaittune::storage::open(self.url) {
-            if let Ok(Some(study)) = storage.load_study(self.name) {
-                let _ = storage.delete_study(study.id);
-            }
-        }
-    }
-}
 
 fn export(url: &str, study: &str, format: &str) -> String {
     let out = Command::new(bin())
@@ -68,7 +30,7 @@ fn export(url: &str, study: &str, format: &str) -> String {
 
 #[test]
 fn a_study_runs_and_exports_through_postgres() {
-    let Some(url) = server() else {
+    let Some(url) = postgres_server() else {
         return;
     };
     let name = format!("pg-it-{}-{:08x}", std::process::id(), rand::random::<u32>());

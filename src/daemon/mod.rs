@@ -127,8 +127,12 @@ fn worker_path(path: &std::path::Path, i: u32) -> std::path::PathBuf {
 /// Opens the study with this worker's lease, if it exists yet (a run creates its study only
 /// once the config, the space and the firmware's limits have all passed).
 fn open_study(config: &Config, lease: &Lease) -> Result<Option<Study>> {
-    let mut storage = storage::open(&config.study.storage)
-        .with_context(|| format!("opening storage {}", config.study.storage))?;
+    let mut storage = storage::open(&config.study.storage).with_context(|| {
+        format!(
+            "opening storage {}",
+            storage::shown_url(&config.study.storage)
+        )
+    })?;
     storage.bind_worker(Some(lease.clone()));
     if storage.load_study(&config.study.name)?.is_none() {
         return Ok(None);
@@ -215,8 +219,12 @@ async fn run_async(
             study
         }
         None => {
-            let mut storage = storage::open(&config.study.storage)
-                .with_context(|| format!("opening storage {}", config.study.storage))?;
+            let mut storage = storage::open(&config.study.storage).with_context(|| {
+                format!(
+                    "opening storage {}",
+                    storage::shown_url(&config.study.storage)
+                )
+            })?;
             storage.bind_worker(Some(lease.clone()));
             create_or_load(&config, storage)?
         }
@@ -321,7 +329,11 @@ pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
                 None => None,
                 Some(src) => {
                     let storage = storage::open(&src.storage).with_context(|| {
-                        format!("{}: warm_start: opening storage {}", place(), src.storage)
+                        format!(
+                            "{}: warm_start: opening storage {}",
+                            place(),
+                            storage::shown_url(&src.storage)
+                        )
                     })?;
                     let source = Study::load(
                         storage,

@@ -326,6 +326,15 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
     }
 }
 
+/// A storage URL as it may be shown: a PostgreSQL URL without its password.
+pub fn shown_url(url: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        self::postgres::redact(url)
+    } else {
+        url.to_string()
+    }
+}
+
 /// Opens a storage from a URL for reading only (exports, listings): a SQLite file must
 /// exist and is neither created, migrated nor changed.
 pub fn open_read_only(url: &str) -> Result<Box<dyn Storage>, StorageError> {

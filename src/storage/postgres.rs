@@ -115,7 +115,7 @@ const NOW_TEXT: &str =
     r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
 
 /// `url` without its password (in the user part or a `password=` parameter).
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let authority = match authority.rsplit_once('@') {
@@ -1237,7 +1237,30 @@ impl super::Storage for PostgresStorage {
     }
 
     fn requeue_running(&self, study: StudyId) -> Result<Vec<u64>, StorageError> {
+        let lease = self.lease.clone();
         self.write("re-queue running trials", move |tx, loc| {
+            if let Some(lease) = &lease {
+                // Trials this worker's earlier process left: their lease need not run out.
+                let held = tx
+                    .query(
+                        "SELECT id, worker FROM gaittune_trials
+                         WHERE study_id = $1 AND state = 'RUNNING' AND worker IS NOT NULL
+                         FOR UPDATE",
+                        &[&study.0],
+                    )
+                    .ctx(loc, "re-queue running trials")?;
+                for row in held {
+                    let id: i64 = col(loc, &row, 0)?;
+                    let worker: String = col(loc, &row, 1)?;
+                    if lease.is_earlier_self(&worker) {
+                        tx.execute(
+                            "UPDATE gaittune_trials SET lease_until_ms = 0 WHERE id = $1",
+                            &[&id],
+                        )
+                        .ctx(loc, "re-queue running trials")?;
+                    }
+                }
+            }
             let rows = tx
                 .query(
                     &format!(

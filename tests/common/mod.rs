@@ -661,3 +661,44 @@ pub fn steps_of(msgs: &[(Instant, RobotMsg)]) -> Vec<(u16, u32)> {
         })
         .collect()
 }
+
+/// The PostgreSQL server tests use unless `GAITTUNE_TEST_POSTGRES` names another.
+pub const DEFAULT_TEST_URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+/// The PostgreSQL test server's URL if one answers: `GAITTUNE_TEST_POSTGRES`, or the
+/// default. Without one a test prints SKIPPED and passes, unless `CI=true`: then it fails.
+pub fn postgres_server() -> Option<String> {
+    let url = std::env::var("GAITTUNE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_TEST_URL.into());
+    match postgres::Client::connect(&url, postgres::NoTls) {
+        Ok(_) => Some(url),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("no PostgreSQL at {url} and CI=true: {e:?}")
+        }
+        Err(_) => {
+            // Straight to stderr: the test harness would swallow eprintln! of a pass.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!(
+                    "SKIPPED: no PostgreSQL at {url} (set GAITTUNE_TEST_POSTGRES or start one)\n"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Deletes the study when the test ends, passed or not, so the shared database stays clean.
+pub struct DropStudy<'a> {
+    pub url: &'a str,
+    pub name: &'a str,
+}
+
+impl Drop for DropStudy<'_> {
+    fn drop(&mut self) {
+        if let Ok(storage) = gaittune::storage::open(self.url) {
+            if let Ok(Some(study)) = storage.load_study(self.name) {
+                let _ = storage.delete_study(study.id);
+            }
+        }
+    }
+}
