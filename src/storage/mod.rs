@@ -2,7 +2,7 @@
 //! before it returns: every state change is persisted before the daemon acts on it.
 //!
 //! Open a storage from a URL with [`open`]: `sqlite:PATH` (or `sqlite://PATH`) is the
-//! embedded default; other backends (postgres for fleets) can implement the same trait.
+//! embedded default (feature `sqlite`); other backends (postgres for fleets) can implement the same trait.
 //!
 //! Values must be finite: SQLite turns NaN into NULL, and JSON has no infinities, so
 //! non-finite values are refused with [`StorageError::Invalid`].
@@ -18,11 +18,13 @@
 //! Only trials whose lease expired are claimed again by others or re-queued
 //! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStorage;
 
 use std::time::Duration;
@@ -84,6 +86,14 @@ pub enum StorageError {
     UnsupportedUrl {
         /// The URL given.
         url: String,
+    },
+    /// The URL names a backend this build of gaittune leaves out.
+    #[error("storage URL {url:?} needs gaittune's {feature:?} feature, which this build leaves out: enable it (features = [{feature:?}])")]
+    NotBuilt {
+        /// The URL given.
+        url: String,
+        /// The Cargo feature that brings the backend.
+        feature: &'static str,
     },
     /// The database could not be opened, read or written (corrupt, unwritable, locked...).
     #[error("storage {location}: {message}")]
@@ -298,7 +308,13 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"));
     match path {
+        #[cfg(feature = "sqlite")]
         Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open(path)?)),
+        #[cfg(not(feature = "sqlite"))]
+        Some(path) if !path.is_empty() => Err(StorageError::NotBuilt {
+            url: url.into(),
+            feature: "sqlite",
+        }),
         _ => Err(StorageError::UnsupportedUrl { url: url.into() }),
     }
 }
@@ -307,6 +323,7 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn open_parses_urls() {
         let dir = tempfile::tempdir().unwrap();
