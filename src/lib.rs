@@ -27,7 +27,8 @@
 //!   serialport, nix, clap, rapier3d and tracing. Implies `sqlite`.
 //! - `sqlite`: the embedded SQLite storage (`sqlite:PATH`), through rusqlite.
 //!
-//! Without default features the crate is the study room alone.
+//! Without default features the crate is the study room alone: the in-memory storage
+//! (`memory:`, see [`storage::MemoryStorage`]) is always there.
 
 #[cfg(feature = "daemon")]
 #[macro_use]

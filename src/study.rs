@@ -1,11 +1,15 @@
 //! A study: the ask/tell API over a [`Storage`], usable without the daemon.
 //!
-//! Every call that changes a trial is committed to storage before it returns, so a process
-//! that dies between two calls loses nothing it was told about; at the next start,
+//! Every call that changes a trial is committed to storage before it returns, so with a
+//! persistent storage a process that dies between two calls loses nothing it was told
+//! about (the `memory:` storage keeps nothing past the process); at the next start,
 //! [`Study::requeue_running`] puts the trials that were in flight back in the queue, and the
 //! next [`Study::ask`] hands them out again before sampling anything new.
 //!
+//! With the SQLite storage (feature `sqlite`); `memory:` works the same within one process:
+//!
 //! ```
+//! # #[cfg(feature = "sqlite")] {
 //! use gaittune::sampler::RandomSampler;
 //! use gaittune::space::{Distribution, SearchSpace};
 //! use gaittune::study::Study;
@@ -39,6 +43,7 @@
 //!     Box::new(RandomSampler::new(1)),
 //! )?;
 //! assert_eq!(study.counts()?.complete, 5);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -627,6 +632,7 @@ mod tests {
     use super::*;
     use crate::sampler::RandomSampler;
     use crate::space::{Choice, Distribution};
+    use crate::storage::MemoryStorage;
     use serde_json::json;
 
     fn space() -> SearchSpace {
@@ -650,13 +656,33 @@ mod tests {
         .unwrap()
     }
 
-    fn url(dir: &tempfile::TempDir) -> String {
-        format!("sqlite:{}", dir.path().join("s.db").display())
+    /// Opens another handle on one store (a process reopening it).
+    type Reopen = Box<dyn Fn() -> Box<dyn Storage>>;
+
+    /// A fresh in-memory store.
+    fn memory() -> Reopen {
+        let store = MemoryStorage::new();
+        Box::new(move || Box::new(store.share()))
     }
 
-    fn open(url: &str, direction: Direction, space: SearchSpace) -> Result<Study, StudyError> {
+    /// Fresh stores to run a test on: in memory, and in an SQLite file when built in.
+    fn stores() -> Vec<Reopen> {
+        #[allow(unused_mut)]
+        let mut stores = vec![memory()];
+        #[cfg(feature = "sqlite")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            stores.push(Box::new(move || {
+                let url = format!("sqlite:{}", dir.path().join("s.db").display());
+                crate::storage::open(&url).unwrap()
+            }));
+        }
+        stores
+    }
+
+    fn open(store: &Reopen, direction: Direction, space: SearchSpace) -> Result<Study, StudyError> {
         Study::create_or_load(
-            crate::storage::open(url).unwrap(),
+            store(),
             "s",
             direction,
             space,
@@ -666,304 +692,295 @@ mod tests {
 
     #[test]
     fn ask_tell_best_and_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Minimize, space()).unwrap();
-        assert_eq!(st.name(), "s");
-        assert_eq!(st.direction(), Direction::Minimize);
-        assert_eq!(st.sampler_name(), "random");
-        assert!(st.best_trial().unwrap().is_none());
-        let mut values = Vec::new();
-        for i in 0..6 {
-            let t = st.ask().unwrap();
-            assert_eq!(t.number, i);
-            assert!(!t.resumed);
-            st.space().check_params(&t.params).unwrap();
-            let v = t.params["x"].powi(2);
-            st.report(t.number, 1, v + 1.0).unwrap();
-            match i {
-                4 => st.prune(t.number, "poor", Some(-100.0)).unwrap(),
-                5 => st.fail(t.number, "link lost").unwrap(),
-                _ => {
-                    st.tell(t.number, v).unwrap();
-                    values.push(v);
+        for store in stores() {
+            let mut st = open(&store, Direction::Minimize, space()).unwrap();
+            assert_eq!(st.name(), "s");
+            assert_eq!(st.direction(), Direction::Minimize);
+            assert_eq!(st.sampler_name(), "random");
+            assert!(st.best_trial().unwrap().is_none());
+            let mut values = Vec::new();
+            for i in 0..6 {
+                let t = st.ask().unwrap();
+                assert_eq!(t.number, i);
+                assert!(!t.resumed);
+                st.space().check_params(&t.params).unwrap();
+                let v = t.params["x"].powi(2);
+                st.report(t.number, 1, v + 1.0).unwrap();
+                match i {
+                    4 => st.prune(t.number, "poor", Some(-100.0)).unwrap(),
+                    5 => st.fail(t.number, "link lost").unwrap(),
+                    _ => {
+                        st.tell(t.number, v).unwrap();
+                        values.push(v);
+                    }
                 }
             }
+            let best = st.best_trial().unwrap().unwrap();
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            assert_eq!(
+                best.value,
+                Some(min),
+                "a pruned trial's lower value does not count"
+            );
+            assert_eq!(
+                st.counts().unwrap(),
+                StateCounts {
+                    running: 0,
+                    complete: 4,
+                    pruned: 1,
+                    fail: 1,
+                    waiting: 0
+                }
+            );
+            let t5 = st.trial(5).unwrap();
+            assert_eq!(t5.attrs["fail_reason"], json!("link lost"));
+            assert_eq!(st.trial(4).unwrap().prune_reason.as_deref(), Some("poor"));
+            let e = st.tell(0, 1.0).unwrap_err().to_string();
+            assert!(e.contains("already COMPLETE"), "{e}");
+            assert!(st
+                .trial(99)
+                .unwrap_err()
+                .to_string()
+                .contains("trial 99 does not exist"));
         }
-        let best = st.best_trial().unwrap().unwrap();
-        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-        assert_eq!(
-            best.value,
-            Some(min),
-            "a pruned trial's lower value does not count"
-        );
-        assert_eq!(
-            st.counts().unwrap(),
-            StateCounts {
-                running: 0,
-                complete: 4,
-                pruned: 1,
-                fail: 1,
-                waiting: 0
-            }
-        );
-        let t5 = st.trial(5).unwrap();
-        assert_eq!(t5.attrs["fail_reason"], json!("link lost"));
-        assert_eq!(st.trial(4).unwrap().prune_reason.as_deref(), Some("poor"));
-        let e = st.tell(0, 1.0).unwrap_err().to_string();
-        assert!(e.contains("already COMPLETE"), "{e}");
-        assert!(st
-            .trial(99)
-            .unwrap_err()
-            .to_string()
-            .contains("trial 99 does not exist"));
     }
 
     #[test]
     fn non_finite_value_fails_the_trial() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
-        let t = st.ask().unwrap();
-        let e = st.tell(t.number, f64::NAN).unwrap_err().to_string();
-        assert!(e.contains("NaN") && e.contains("marked FAIL"), "{e}");
-        assert_eq!(st.trial(t.number).unwrap().state, TrialState::Fail);
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let t = st.ask().unwrap();
+            let e = st.tell(t.number, f64::NAN).unwrap_err().to_string();
+            assert!(e.contains("NaN") && e.contains("marked FAIL"), "{e}");
+            assert_eq!(st.trial(t.number).unwrap().state, TrialState::Fail);
+        }
     }
 
     #[test]
     fn enqueue_waits_and_is_asked_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
-        let fresh = st.ask().unwrap();
-        let baseline: Params = [("x".to_string(), 0.5), ("mode".to_string(), 1.0)].into();
-        let n = st.enqueue(baseline.clone()).unwrap();
-        assert_eq!(n, 1);
-        let t = st.ask().unwrap();
-        assert_eq!((t.number, &t.params, t.resumed), (1, &baseline, true));
-        let next = st.ask().unwrap();
-        assert_eq!(next.number, 2);
-        assert!(!next.resumed);
-        assert_ne!(next.params, fresh.params);
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let fresh = st.ask().unwrap();
+            let baseline: Params = [("x".to_string(), 0.5), ("mode".to_string(), 1.0)].into();
+            let n = st.enqueue(baseline.clone()).unwrap();
+            assert_eq!(n, 1);
+            let t = st.ask().unwrap();
+            assert_eq!((t.number, &t.params, t.resumed), (1, &baseline, true));
+            let next = st.ask().unwrap();
+            assert_eq!(next.number, 2);
+            assert!(!next.resumed);
+            assert_ne!(next.params, fresh.params);
 
-        let bad: Params = [("x".to_string(), 5.0), ("mode".to_string(), 1.0)].into();
-        let e = st.enqueue(bad).unwrap_err().to_string();
-        assert!(
-            e.contains("cannot enqueue") && e.contains("parameter x"),
-            "{e}"
-        );
+            let bad: Params = [("x".to_string(), 5.0), ("mode".to_string(), 1.0)].into();
+            let e = st.enqueue(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("cannot enqueue") && e.contains("parameter x"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn resume_after_crash_requeues_and_keeps_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        let (p0, p1);
-        {
-            let mut st = open(&u, Direction::Maximize, space()).unwrap();
-            let t0 = st.ask().unwrap();
-            st.tell(t0.number, 1.0).unwrap();
-            let t1 = st.ask().unwrap();
-            st.add_episode(
-                t1.number,
-                EpisodeRecord {
-                    episode: 0,
-                    episode_return: 4.0,
-                    steps: 10,
-                    status: "done".into(),
-                },
-            )
-            .unwrap();
-            p0 = t0.params;
-            p1 = t1.params;
-            // The process "crashes" here with trial 1 RUNNING.
+        for store in stores() {
+            let (p0, p1);
+            {
+                let mut st = open(&store, Direction::Maximize, space()).unwrap();
+                let t0 = st.ask().unwrap();
+                st.tell(t0.number, 1.0).unwrap();
+                let t1 = st.ask().unwrap();
+                st.add_episode(
+                    t1.number,
+                    EpisodeRecord {
+                        episode: 0,
+                        episode_return: 4.0,
+                        steps: 10,
+                        status: "done".into(),
+                    },
+                )
+                .unwrap();
+                p0 = t0.params;
+                p1 = t1.params;
+                // The process "crashes" here with trial 1 RUNNING.
+            }
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            assert_eq!(st.requeue_running().unwrap(), vec![1]);
+            let t = st.ask().unwrap();
+            assert_eq!((t.number, &t.params, t.resumed), (1, &p1, true));
+            assert_eq!(t.episodes.len(), 1);
+            st.clear_progress(1).unwrap();
+            assert!(st.trial(1).unwrap().episodes.is_empty());
+            // Operator stop: the trial in flight goes back to the queue.
+            st.mark_waiting(1).unwrap();
+            assert_eq!(st.counts().unwrap().waiting, 1);
+            assert_eq!(st.ask().unwrap().number, 1);
+            st.tell(1, 2.0).unwrap();
+            // New trials continue the numbering, and the sampler is reproducible: a fresh study
+            // with the same seed proposes the same trial 0.
+            assert_eq!(st.ask().unwrap().number, 2);
+            assert_eq!(st.best_trial().unwrap().unwrap().number, 1);
+            let mut other = open(&memory(), Direction::Maximize, space()).unwrap();
+            assert_eq!(other.ask().unwrap().params, p0);
         }
-        let mut st = open(&u, Direction::Maximize, space()).unwrap();
-        assert_eq!(st.requeue_running().unwrap(), vec![1]);
-        let t = st.ask().unwrap();
-        assert_eq!((t.number, &t.params, t.resumed), (1, &p1, true));
-        assert_eq!(t.episodes.len(), 1);
-        st.clear_progress(1).unwrap();
-        assert!(st.trial(1).unwrap().episodes.is_empty());
-        // Operator stop: the trial in flight goes back to the queue.
-        st.mark_waiting(1).unwrap();
-        assert_eq!(st.counts().unwrap().waiting, 1);
-        assert_eq!(st.ask().unwrap().number, 1);
-        st.tell(1, 2.0).unwrap();
-        // New trials continue the numbering, and the sampler is reproducible: a fresh study
-        // with the same seed proposes the same trial 0.
-        assert_eq!(st.ask().unwrap().number, 2);
-        assert_eq!(st.best_trial().unwrap().unwrap().number, 1);
-        let dir2 = tempfile::tempdir().unwrap();
-        let mut other = open(&url(&dir2), Direction::Maximize, space()).unwrap();
-        assert_eq!(other.ask().unwrap().params, p0);
     }
 
     #[test]
     fn mismatched_direction_or_space_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        drop(open(&u, Direction::Maximize, space()).unwrap());
-        let e = open(&u, Direction::Minimize, space())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("maximize") && e.contains("minimize") && e.contains("--study"),
-            "{e}"
-        );
-        let changed = SearchSpace::new([(
-            "x".to_string(),
-            Distribution::Float {
-                low: -2.0,
-                high: 3.0,
-                log: false,
-                step: None,
-            },
-        )])
-        .unwrap();
-        let e = open(&u, Direction::Maximize, changed)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("x was float [-2, 2] and is now float [-2, 3]"),
-            "{e}"
-        );
-        assert!(
-            e.contains("mode (categorical [\"a\", \"b\"]) is gone"),
-            "{e}"
-        );
-        // The stored study is intact.
-        let mut st = Study::load(
-            crate::storage::open(&u).unwrap(),
-            "s",
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap();
-        assert_eq!(st.space(), &space());
-        assert_eq!(st.direction(), Direction::Maximize);
-        st.set_study_attr("schema_hash", json!("abc")).unwrap();
-        assert_eq!(st.study_attr("schema_hash").unwrap(), Some(json!("abc")));
-        let e = Study::load(
-            crate::storage::open(&u).unwrap(),
-            "nope",
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("no study \"nope\"") && e.contains("existing studies: \"s\""),
-            "{e}"
-        );
+        for store in stores() {
+            drop(open(&store, Direction::Maximize, space()).unwrap());
+            let e = open(&store, Direction::Minimize, space())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("maximize") && e.contains("minimize") && e.contains("--study"),
+                "{e}"
+            );
+            let changed = SearchSpace::new([(
+                "x".to_string(),
+                Distribution::Float {
+                    low: -2.0,
+                    high: 3.0,
+                    log: false,
+                    step: None,
+                },
+            )])
+            .unwrap();
+            let e = open(&store, Direction::Maximize, changed)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("x was float [-2, 2] and is now float [-2, 3]"),
+                "{e}"
+            );
+            assert!(
+                e.contains("mode (categorical [\"a\", \"b\"]) is gone"),
+                "{e}"
+            );
+            // The stored study is intact.
+            let mut st = Study::load(store(), "s", Box::new(RandomSampler::new(0))).unwrap();
+            assert_eq!(st.space(), &space());
+            assert_eq!(st.direction(), Direction::Maximize);
+            st.set_study_attr("schema_hash", json!("abc")).unwrap();
+            assert_eq!(st.study_attr("schema_hash").unwrap(), Some(json!("abc")));
+            let e = Study::load(store(), "nope", Box::new(RandomSampler::new(0)))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("no study \"nope\"") && e.contains("existing studies: \"s\""),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn reopening_with_17_digit_bounds_is_not_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        let odd = || {
-            SearchSpace::new([(
-                "x".to_string(),
-                Distribution::Float {
-                    low: 0.1 + 0.2,
-                    high: 1.029_956_882_790_602_5,
-                    log: true,
-                    step: None,
-                },
-            )])
-            .unwrap()
-        };
-        drop(open(&u, Direction::Maximize, odd()).unwrap());
-        let st = open(&u, Direction::Maximize, odd()).unwrap();
-        assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+        for store in stores() {
+            let odd = || {
+                SearchSpace::new([(
+                    "x".to_string(),
+                    Distribution::Float {
+                        low: 0.1 + 0.2,
+                        high: 1.029_956_882_790_602_5,
+                        log: true,
+                        step: None,
+                    },
+                )])
+                .unwrap()
+            };
+            drop(open(&store, Direction::Maximize, odd()).unwrap());
+            let st = open(&store, Direction::Maximize, odd()).unwrap();
+            assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+        }
     }
 
     #[test]
     fn resumed_study_continues_the_cmaes_state() {
-        use crate::sampler::CmaesSampler;
-        let space = || {
-            SearchSpace::new((0..4).map(|i| {
-                (
-                    format!("x{i}"),
-                    Distribution::Float {
-                        low: -5.0,
-                        high: 5.0,
-                        log: false,
-                        step: None,
-                    },
+        for store in stores() {
+            use crate::sampler::CmaesSampler;
+            let space = || {
+                SearchSpace::new((0..4).map(|i| {
+                    (
+                        format!("x{i}"),
+                        Distribution::Float {
+                            low: -5.0,
+                            high: 5.0,
+                            log: false,
+                            step: None,
+                        },
+                    )
+                }))
+                .unwrap()
+            };
+            let f = |p: &Params| p.values().map(|x| (x - 1.0).powi(2)).sum::<f64>();
+            let cma = |store: &Reopen| {
+                Study::create_or_load(
+                    store(),
+                    "c",
+                    Direction::Minimize,
+                    space(),
+                    Box::new(CmaesSampler::new(5)),
                 )
-            }))
-            .unwrap()
-        };
-        let f = |p: &Params| p.values().map(|x| (x - 1.0).powi(2)).sum::<f64>();
-        let cma = |u: &str| {
-            Study::create_or_load(
-                crate::storage::open(u).unwrap(),
+            };
+            let steps = |st: &mut Study, n: usize| {
+                for _ in 0..n {
+                    let t = st.ask().unwrap();
+                    st.tell(t.number, f(&t.params)).unwrap();
+                }
+            };
+            // A: one process, 23 trials then the 24th ask.
+            let mut a = cma(&memory()).unwrap();
+            steps(&mut a, 23);
+            let next = a.ask().unwrap().params;
+            // B: the same 23 trials, the daemon restarts, the 24th ask continues the state.
+            let mut b = cma(&store).unwrap();
+            steps(&mut b, 23);
+            let stored = b.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+            assert_eq!(stored["kind"], json!("cmaes"));
+            assert!(
+                stored["state"]["updates"].as_u64().unwrap() >= 2,
+                "{stored}"
+            );
+            drop(b);
+            let mut b = cma(&store).unwrap();
+            assert_eq!(b.ask().unwrap().params, next);
+            drop(b);
+            // The stored state is what the resumed sampler uses (not a replay of the history):
+            // the same run with the stored mean moved proposes something else.
+            let uc = memory();
+            let mut c = cma(&uc).unwrap();
+            steps(&mut c, 23);
+            let mut moved = c.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+            assert_eq!(moved, stored);
+            moved["state"]["mean"] = json!([0.2, 0.2, 0.2, 0.2]);
+            c.set_study_attr(SAMPLER_STATE_ATTR, moved).unwrap();
+            drop(c);
+            let mut c = cma(&uc).unwrap();
+            assert_ne!(c.ask().unwrap().params, next);
+            // An unreadable state is a clear error saying how to start fresh.
+            c.set_study_attr(
+                SAMPLER_STATE_ATTR,
+                json!({"kind": "cmaes", "state": {"mean": [0.2, 0.2, 0.2, 0.2]}}),
+            )
+            .unwrap();
+            drop(c);
+            let e = cma(&uc).unwrap_err().to_string();
+            assert!(
+                e.contains("sampler state")
+                    && e.contains("unreadable")
+                    && e.contains("delete that attribute"),
+                "{e}"
+            );
+            // Another sampler kind ignores it (and replaces it only if it has state).
+            let mut rnd = Study::create_or_load(
+                uc(),
                 "c",
                 Direction::Minimize,
                 space(),
-                Box::new(CmaesSampler::new(5)),
+                Box::new(RandomSampler::new(0)),
             )
-        };
-        let steps = |st: &mut Study, n: usize| {
-            for _ in 0..n {
-                let t = st.ask().unwrap();
-                st.tell(t.number, f(&t.params)).unwrap();
-            }
-        };
-        // A: one process, 23 trials then the 24th ask.
-        let da = tempfile::tempdir().unwrap();
-        let mut a = cma(&url(&da)).unwrap();
-        steps(&mut a, 23);
-        let next = a.ask().unwrap().params;
-        // B: the same 23 trials, the daemon restarts, the 24th ask continues the state.
-        let db = tempfile::tempdir().unwrap();
-        let ub = url(&db);
-        let mut b = cma(&ub).unwrap();
-        steps(&mut b, 23);
-        let stored = b.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
-        assert_eq!(stored["kind"], json!("cmaes"));
-        assert!(
-            stored["state"]["updates"].as_u64().unwrap() >= 2,
-            "{stored}"
-        );
-        drop(b);
-        let mut b = cma(&ub).unwrap();
-        assert_eq!(b.ask().unwrap().params, next);
-        drop(b);
-        // The stored state is what the resumed sampler uses (not a replay of the history):
-        // the same run with the stored mean moved proposes something else.
-        let dc = tempfile::tempdir().unwrap();
-        let uc = url(&dc);
-        let mut c = cma(&uc).unwrap();
-        steps(&mut c, 23);
-        let mut moved = c.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
-        assert_eq!(moved, stored);
-        moved["state"]["mean"] = json!([0.2, 0.2, 0.2, 0.2]);
-        c.set_study_attr(SAMPLER_STATE_ATTR, moved).unwrap();
-        drop(c);
-        let mut c = cma(&uc).unwrap();
-        assert_ne!(c.ask().unwrap().params, next);
-        // An unreadable state is a clear error saying how to start fresh.
-        c.set_study_attr(
-            SAMPLER_STATE_ATTR,
-            json!({"kind": "cmaes", "state": {"mean": [0.2, 0.2, 0.2, 0.2]}}),
-        )
-        .unwrap();
-        drop(c);
-        let e = cma(&uc).unwrap_err().to_string();
-        assert!(
-            e.contains("sampler state")
-                && e.contains("unreadable")
-                && e.contains("delete that attribute"),
-            "{e}"
-        );
-        // Another sampler kind ignores it (and replaces it only if it has state).
-        let mut rnd = Study::create_or_load(
-            crate::storage::open(&uc).unwrap(),
-            "c",
-            Direction::Minimize,
-            space(),
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap();
-        rnd.ask().unwrap();
+            .unwrap();
+            rnd.ask().unwrap();
+        }
     }
 
     #[test]

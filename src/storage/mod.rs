@@ -2,7 +2,9 @@
 //! before it returns: every state change is persisted before the daemon acts on it.
 //!
 //! Open a storage from a URL with [`open`]: `sqlite:PATH` (or `sqlite://PATH`) is the
-//! embedded default (feature `sqlite`); other backends (postgres for fleets) can implement the same trait.
+//! embedded default (feature `sqlite`); `memory:` is a fresh in-memory store for library
+//! users and tests ([`MemoryStorage`], always built); other backends (postgres for fleets)
+//! can implement the same trait.
 //!
 //! Values must be finite: SQLite turns NaN into NULL, and JSON has no infinities, so
 //! non-finite values are refused with [`StorageError::Invalid`].
@@ -18,12 +20,14 @@
 //! Only trials whose lease expired are claimed again by others or re-queued
 //! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
+mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
+pub use memory::{MemoryStorage, MEMORY_URL};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStorage;
 
@@ -82,13 +86,13 @@ pub struct StudyRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The URL's scheme is not supported.
-    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db)")]
+    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db), and memory: (a fresh store that lives as long as the process)")]
     UnsupportedUrl {
         /// The URL given.
         url: String,
     },
     /// The URL names a backend this build of gaittune leaves out.
-    #[error("storage URL {url:?} needs gaittune's {feature:?} feature, which this build leaves out: enable it (features = [{feature:?}])")]
+    #[error("storage URL {url:?} needs gaittune's {feature:?} feature, which this build leaves out: enable it (features = [{feature:?}]) or use memory:")]
     NotBuilt {
         /// The URL given.
         url: String,
@@ -302,8 +306,11 @@ pub trait Storage: Send {
 }
 
 /// Opens a storage from a URL: `sqlite:PATH` or `sqlite://PATH` (the database file is
-/// created if missing).
+/// created if missing), or `memory:` (a fresh, empty in-memory store each time).
 pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if url == MEMORY_URL {
+        return Ok(Box::new(MemoryStorage::new()));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"));
@@ -322,6 +329,36 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_urls_open_fresh_stores() {
+        let a = open("memory:").unwrap();
+        a.create_study("s", Direction::Maximize, "{}").unwrap();
+        assert_eq!(a.location(), "memory:");
+        let b = open("memory:").unwrap();
+        assert!(
+            b.list_studies().unwrap().is_empty(),
+            "each open is a new store"
+        );
+        for bad in ["memory", "memory:x", "memory://"] {
+            let e = open(bad).err().expect(bad).to_string();
+            assert!(
+                e.contains("memory:") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn sqlite_urls_name_the_missing_feature() {
+        let e = open("sqlite:x.db").err().unwrap().to_string();
+        assert!(
+            e.contains("\"sqlite\" feature") && e.contains("memory:"),
+            "{e}"
+        );
+        assert!(!std::path::Path::new("x.db").exists());
+    }
 
     #[cfg(feature = "sqlite")]
     #[test]
