@@ -6,7 +6,8 @@
 //! [`Study::requeue_running`] puts the trials that were in flight back in the queue, and the
 //! next [`Study::ask`] hands them out again before sampling anything new.
 //!
-//! With the SQLite storage (feature `sqlite`); `memory:` works the same within one process:
+//! With the SQLite storage (feature `sqlite`); `memory:` works the same within one process
+//! (see the [crate-level example](crate#library-use) for a pruned, constrained study):
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")] {
@@ -47,10 +48,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::pruner::{PruneRequest, Pruner};
 use crate::sampler::{SampleRequest, Sampler};
 use crate::space::{Params, SearchSpace};
 use crate::storage::{Storage, StorageError, StudyId, StudyRecord};
-use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
+use crate::trial::{
+    ConstraintViolation, Direction, EpisodeRecord, FrozenTrial, TrialState, UNSAFE_ATTR,
+    UNSAFE_REASON,
+};
 
 /// What went wrong in a study operation.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +199,7 @@ pub(crate) fn load_record(
     Ok((rec, space))
 }
 
-/// A study opened on a storage, with its sampler.
+/// A study opened on a storage, with its sampler and optionally a pruner.
 pub struct Study {
     storage: Box<dyn Storage>,
     id: StudyId,
@@ -202,6 +207,8 @@ pub struct Study {
     direction: Direction,
     space: SearchSpace,
     sampler: Box<dyn Sampler>,
+    /// Judges reported values in [`Study::should_prune`].
+    pruner: Option<Box<dyn Pruner>>,
     /// The sampler state last stored (to write only changes).
     saved_state: Option<serde_json::Value>,
 }
@@ -217,6 +224,7 @@ impl std::fmt::Debug for Study {
             .field("name", &self.name)
             .field("direction", &self.direction)
             .field("sampler", &self.sampler.name())
+            .field("pruner", &self.pruner_name())
             .finish()
     }
 }
@@ -293,6 +301,7 @@ impl Study {
             direction,
             space,
             sampler,
+            pruner: None,
             saved_state: None,
         };
         study.restore_sampler_state()?;
@@ -351,8 +360,26 @@ impl Study {
             direction: rec.direction,
             space,
             sampler,
+            pruner: None,
             saved_state: None,
         })
+    }
+
+    /// The same study, judged by `pruner` in [`Study::should_prune`].
+    pub fn with_pruner(mut self, pruner: Box<dyn Pruner>) -> Study {
+        self.pruner = Some(pruner);
+        self
+    }
+
+    /// Sets the pruner of [`Study::should_prune`] (`None`: never prune), e.g. to what
+    /// [`crate::pruner::build`] returns.
+    pub fn set_pruner(&mut self, pruner: Option<Box<dyn Pruner>>) {
+        self.pruner = pruner;
+    }
+
+    /// The pruner's name, if the study has one.
+    pub fn pruner_name(&self) -> Option<&str> {
+        self.pruner.as_deref().map(Pruner::name)
     }
 
     fn invalid(&self, message: String) -> StudyError {
@@ -485,6 +512,32 @@ impl Study {
             .report_intermediate(self.id, number, step, value)?)
     }
 
+    /// Records the intermediate value of a running trial at `step` (as [`Study::report`]),
+    /// then asks the study's pruner whether to stop the trial now, given every trial of the
+    /// study; `false` without a pruner. On `true`, stop evaluating and record the verdict,
+    /// e.g. `study.prune(number, pruner::POOR_REASON, Some(value))`.
+    ///
+    /// [`crate::pruner`]'s module docs say what the pruners compare (unsafe trials are
+    /// never a reference).
+    pub fn should_prune(&mut self, number: u64, step: u64, value: f64) -> Result<bool, StudyError> {
+        self.report(number, step, value)?;
+        let Some(pruner) = self.pruner.as_deref() else {
+            return Ok(false);
+        };
+        let history = self.storage.list_trials(self.id)?;
+        let trial = history
+            .iter()
+            .find(|t| t.number == number)
+            .ok_or_else(|| self.invalid(format!("trial {number} does not exist")))?;
+        Ok(pruner.prune(&PruneRequest {
+            study_name: &self.name,
+            direction: self.direction,
+            history: &history,
+            trial,
+            step,
+        }))
+    }
+
     /// Records several intermediate values of a running trial in one transaction.
     pub fn report_many(&mut self, number: u64, values: &[(u64, f64)]) -> Result<(), StudyError> {
         Ok(self.storage.report_intermediates(self.id, number, values)?)
@@ -558,6 +611,21 @@ impl Study {
     ) -> Result<(), StudyError> {
         let value = value.filter(|v| v.is_finite());
         self.finish(number, TrialState::Pruned, value, Some(reason))
+    }
+
+    /// Prunes a trial as unsafe: it broke a limit. Records `violation` as the trial's
+    /// [`UNSAFE_ATTR`] attribute and prunes it with reason [`UNSAFE_REASON`] and its last
+    /// intermediate value, exactly as the daemon records a safety stop: the samplers then
+    /// treat it as a constraint violation (steering away from it, the larger its
+    /// `excess` the more) and the pruners never compare other trials with it.
+    pub fn tell_unsafe(
+        &mut self,
+        number: u64,
+        violation: &ConstraintViolation,
+    ) -> Result<(), StudyError> {
+        let value = self.trial(number)?.last_intermediate().map(|(_, v)| v);
+        self.set_attr(number, UNSAFE_ATTR, violation.to_attr())?;
+        self.prune(number, UNSAFE_REASON, value)
     }
 
     /// Marks a trial FAIL with a reason (kept as the trial attribute `fail_reason`).
@@ -980,6 +1048,70 @@ mod tests {
             )
             .unwrap();
             rnd.ask().unwrap();
+        }
+    }
+
+    #[test]
+    fn tell_unsafe_records_a_constraint_violation() {
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let t = st.ask().unwrap();
+            st.report_many(t.number, &[(1, 0.5), (2, 0.25)]).unwrap();
+            let v = ConstraintViolation::new("max_roll_deg", 41.0, 35.0).at(0, 2);
+            st.tell_unsafe(t.number, &v).unwrap();
+            let stored = st.trial(t.number).unwrap();
+            assert_eq!(stored.state, TrialState::Pruned);
+            assert_eq!(stored.prune_reason.as_deref(), Some(UNSAFE_REASON));
+            assert_eq!(stored.value, Some(0.25), "the last reported value");
+            assert_eq!(stored.attrs[UNSAFE_ATTR], v.to_attr());
+            assert!(crate::pruner::is_unsafe(&stored));
+            assert_eq!(stored.violation_excess(), Some(6.0));
+            // Without reports there is no value; a finished trial cannot be told again.
+            let t = st.ask().unwrap();
+            st.tell_unsafe(t.number, &v).unwrap();
+            assert_eq!(st.trial(t.number).unwrap().value, None);
+            let e = st.tell_unsafe(t.number, &v).unwrap_err().to_string();
+            assert!(e.contains("already PRUNED"), "{e}");
+            assert_eq!(st.counts().unwrap().pruned, 2);
+        }
+    }
+
+    #[test]
+    fn should_prune_asks_the_pruner_with_the_history() {
+        use crate::pruner::{MedianOptions, PercentilePruner};
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            assert_eq!(st.pruner_name(), None);
+            let t = st.ask().unwrap();
+            assert!(!st.should_prune(t.number, 1, -100.0).unwrap(), "no pruner");
+            assert_eq!(st.trial(t.number).unwrap().intermediate[&1], -100.0);
+            st.fail(t.number, "setup").unwrap();
+            let median = PercentilePruner::median(MedianOptions {
+                n_startup_trials: 2,
+                ..MedianOptions::default()
+            })
+            .unwrap();
+            let mut st = st.with_pruner(Box::new(median));
+            assert_eq!(st.pruner_name(), Some("median"));
+            for _ in 0..2 {
+                let t = st.ask().unwrap();
+                for step in 1..=3 {
+                    assert!(!st.should_prune(t.number, step, 1.0).unwrap(), "startup");
+                }
+                st.tell(t.number, 1.0).unwrap();
+            }
+            let good = st.ask().unwrap();
+            assert!(!st.should_prune(good.number, 1, 2.0).unwrap());
+            let poor = st.ask().unwrap();
+            assert!(st.should_prune(poor.number, 1, 0.5).unwrap());
+            assert_eq!(st.trial(poor.number).unwrap().intermediate[&1], 0.5);
+            let e = st.should_prune(99, 1, 0.5).unwrap_err();
+            assert!(
+                matches!(e, StudyError::Storage(StorageError::NotFound { .. })),
+                "{e}"
+            );
+            st.set_pruner(None);
+            assert!(!st.should_prune(poor.number, 2, 0.5).unwrap());
         }
     }
 

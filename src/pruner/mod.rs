@@ -78,9 +78,10 @@ pub use wilcoxon::{signed_rank_p_value, Alternative, WilcoxonOptions, WilcoxonPr
 
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
-/// The prune reason the daemon records on trials its safety envelope (or the firmware's own
-/// limits) stopped; such trials never serve as reference for other trials.
-pub const UNSAFE_REASON: &str = "unsafe";
+pub use crate::trial::UNSAFE_REASON;
+
+/// The prune reason of a trial a pruner stopped for poor performance.
+pub const POOR_REASON: &str = "poor";
 
 /// What a pruner is asked after a trial reported an intermediate value.
 #[derive(Debug, Clone, Copy)]
@@ -126,19 +127,14 @@ pub trait Pruner: Send {
     fn name(&self) -> &str;
 
     /// Whether the trial should be pruned now. Called after each reported value; `true`
-    /// means: stop the episode and record the trial as PRUNED (reason `poor`).
+    /// means: stop the episode and record the trial as PRUNED (reason [`POOR_REASON`]).
     fn prune(&self, req: &PruneRequest<'_>) -> bool;
 }
 
-/// Whether a trial was pruned by a safety stop or a firmware trip (state PRUNED, reason
-/// `unsafe` or starting with `unsafe:`/`unsafe `). Such trials never serve as reference.
+/// Whether a trial was pruned by a safety stop, a firmware trip or a library user's
+/// constraint ([`FrozenTrial::is_unsafe`]). Such trials never serve as reference.
 pub fn is_unsafe(t: &FrozenTrial) -> bool {
-    t.state == TrialState::Pruned
-        && t.prune_reason.as_deref().is_some_and(|r| {
-            r == UNSAFE_REASON
-                || r.strip_prefix(UNSAFE_REASON)
-                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(' '))
-        })
+    t.is_unsafe()
 }
 
 /// The pruner kinds [`build`] knows (`none` included).

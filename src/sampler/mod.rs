@@ -122,7 +122,7 @@ fn hide_violation(t: &FrozenTrial) -> Option<FrozenTrial> {
         t.value = None;
         t.intermediate.clear();
         t.prune_reason = Some(HIDDEN_UNSAFE_REASON.into());
-        t.attrs.remove("unsafe");
+        t.attrs.remove(crate::trial::UNSAFE_ATTR);
         t
     })
 }

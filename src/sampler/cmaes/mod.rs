@@ -687,15 +687,7 @@ impl CmaesSampler {
                 };
                 let (class, score) = match t.state {
                     TrialState::Complete => (0, t.value.map_or(f64::INFINITY, |v| sign * v)),
-                    TrialState::Pruned if is_unsafe(t) => {
-                        let excess = t
-                            .attrs
-                            .get("unsafe")
-                            .and_then(|u| u.get("excess"))
-                            .and_then(serde_json::Value::as_f64)
-                            .unwrap_or(1.0);
-                        (2, excess)
-                    }
+                    TrialState::Pruned if is_unsafe(t) => (2, t.violation_excess().unwrap_or(1.0)),
                     TrialState::Pruned => {
                         let v = t.last_intermediate().map(|(_, v)| v).or(t.value);
                         (1, v.map_or(f64::INFINITY, |v| sign * v))

@@ -522,12 +522,7 @@ impl Partition {
 
 /// Violation amount of an unsafe trial.
 fn violation(t: &FrozenTrial) -> f64 {
-    match t
-        .attrs
-        .get("unsafe")
-        .and_then(|u| u.get("excess"))
-        .and_then(serde_json::Value::as_f64)
-    {
+    match t.violation_excess() {
         Some(x) if x > 0.0 => x,
         Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
         _ => 1.0,
