@@ -160,7 +160,7 @@ fn copy_trial(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
     use crate::sampler::RandomSampler;

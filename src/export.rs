@@ -248,6 +248,7 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn export_study_reads_the_storage() {
         use crate::sampler::RandomSampler;

@@ -57,11 +57,16 @@ pub struct Violation {
 impl Violation {
     /// How far past the limit, in the limit's units (infinite for a non-number).
     pub fn excess(&self) -> f64 {
-        if self.value.is_nan() {
-            f64::INFINITY
-        } else {
-            (self.value - self.threshold).abs()
-        }
+        crate::trial::excess_past(self.value, self.threshold)
+    }
+}
+
+/// The record of an envelope stop (source `envelope`), as every unsafe trial records it.
+impl From<&Violation> for crate::trial::ConstraintViolation {
+    fn from(v: &Violation) -> Self {
+        crate::trial::ConstraintViolation::new(v.limit, v.value, v.threshold)
+            .from_source("envelope")
+            .at(v.episode.into(), v.step.into())
     }
 }
 
@@ -243,6 +248,24 @@ mod tests {
         let v = env.check(&s).unwrap();
         assert_eq!(v.limit, "min_step_reward");
         assert!((v.excess() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_envelope_record_is_the_daemons() {
+        let env = SafetyEnvelope::default();
+        for s in [step(0.9, 0.0, 0.25, 40.0), step(f32::NAN, 0.0, 0.25, 40.0)] {
+            let v = env.check(&s).unwrap();
+            // What the daemon wrote before the record was shared with library users.
+            let before = serde_json::json!({
+                "source": "envelope", "limit": v.limit, "value": v.value,
+                "threshold": v.threshold, "excess": v.excess(),
+                "episode": v.episode, "step": v.step,
+            });
+            assert_eq!(
+                crate::trial::ConstraintViolation::from(&v).to_attr(),
+                before
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! A study: the ask/tell API over a [`Storage`], usable without the daemon.
 //!
-//! Every call that changes a trial is committed to storage before it returns, so a process
-//! that dies between two calls loses nothing it was told about; at the next start,
+//! Every call that changes a trial is committed to storage before it returns, so with a
+//! persistent storage a process that dies between two calls loses nothing it was told
+//! about (the `memory:` storage keeps nothing past the process); at the next start,
 //! [`Study::requeue_running`] puts the trials that were in flight back in the queue, and the
 //! next [`Study::ask`] hands them out again before sampling anything new.
 //!
+//! With the SQLite storage (feature `sqlite`); `memory:` works the same within one process
+//! (see the [crate-level example](crate#library-use) for a pruned, constrained study):
+//!
 //! ```
+//! # #[cfg(feature = "sqlite")] {
 //! use gaittune::sampler::RandomSampler;
 //! use gaittune::space::{Distribution, SearchSpace};
 //! use gaittune::study::Study;
@@ -39,13 +44,18 @@
 //!     Box::new(RandomSampler::new(1)),
 //! )?;
 //! assert_eq!(study.counts()?.complete, 5);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::pruner::{PruneRequest, Pruner};
 use crate::sampler::{SampleRequest, Sampler};
 use crate::space::{Params, SearchSpace};
 use crate::storage::{Storage, StorageError, StudyId, StudyRecord};
-use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
+use crate::trial::{
+    ConstraintViolation, Direction, EpisodeRecord, FrozenTrial, TrialState, UNSAFE_ATTR,
+    UNSAFE_REASON,
+};
 
 /// What went wrong in a study operation.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +199,7 @@ pub fn load_record(
     Ok((rec, space))
 }
 
-/// A study opened on a storage, with its sampler.
+/// A study opened on a storage, with its sampler and optionally a pruner.
 pub struct Study {
     storage: Box<dyn Storage>,
     id: StudyId,
@@ -197,6 +207,8 @@ pub struct Study {
     direction: Direction,
     space: SearchSpace,
     sampler: Box<dyn Sampler>,
+    /// Judges reported values in [`Study::should_prune`].
+    pruner: Option<Box<dyn Pruner>>,
     /// The sampler state last stored (to write only changes).
     saved_state: Option<serde_json::Value>,
 }
@@ -212,6 +224,7 @@ impl std::fmt::Debug for Study {
             .field("name", &self.name)
             .field("direction", &self.direction)
             .field("sampler", &self.sampler.name())
+            .field("pruner", &self.pruner_name())
             .finish()
     }
 }
@@ -288,6 +301,7 @@ impl Study {
             direction,
             space,
             sampler,
+            pruner: None,
             saved_state: None,
         };
         study.restore_sampler_state()?;
@@ -346,8 +360,26 @@ impl Study {
             direction: rec.direction,
             space,
             sampler,
+            pruner: None,
             saved_state: None,
         })
+    }
+
+    /// The same study, judged by `pruner` in [`Study::should_prune`].
+    pub fn with_pruner(mut self, pruner: Box<dyn Pruner>) -> Study {
+        self.pruner = Some(pruner);
+        self
+    }
+
+    /// Sets the pruner of [`Study::should_prune`] (`None`: never prune), e.g. to what
+    /// [`crate::pruner::build`] returns.
+    pub fn set_pruner(&mut self, pruner: Option<Box<dyn Pruner>>) {
+        self.pruner = pruner;
+    }
+
+    /// The pruner's name, if the study has one.
+    pub fn pruner_name(&self) -> Option<&str> {
+        self.pruner.as_deref().map(Pruner::name)
     }
 
     fn invalid(&self, message: String) -> StudyError {
@@ -503,6 +535,32 @@ impl Study {
             .report_intermediate(self.id, number, step, value)?)
     }
 
+    /// Records the intermediate value of a running trial at `step` (as [`Study::report`]),
+    /// then asks the study's pruner whether to stop the trial now, given every trial of the
+    /// study; `false` without a pruner. On `true`, stop evaluating and record the verdict,
+    /// e.g. `study.prune(number, pruner::POOR_REASON, Some(value))`.
+    ///
+    /// [`crate::pruner`]'s module docs say what the pruners compare (unsafe trials are
+    /// never a reference).
+    pub fn should_prune(&mut self, number: u64, step: u64, value: f64) -> Result<bool, StudyError> {
+        self.report(number, step, value)?;
+        let Some(pruner) = self.pruner.as_deref() else {
+            return Ok(false);
+        };
+        let history = self.storage.list_trials(self.id)?;
+        let trial = history
+            .iter()
+            .find(|t| t.number == number)
+            .ok_or_else(|| self.invalid(format!("trial {number} does not exist")))?;
+        Ok(pruner.prune(&PruneRequest {
+            study_name: &self.name,
+            direction: self.direction,
+            history: &history,
+            trial,
+            step,
+        }))
+    }
+
     /// Records several intermediate values of a running trial in one transaction.
     pub fn report_many(&mut self, number: u64, values: &[(u64, f64)]) -> Result<(), StudyError> {
         Ok(self.storage.report_intermediates(self.id, number, values)?)
@@ -578,6 +636,21 @@ impl Study {
         self.finish(number, TrialState::Pruned, value, Some(reason))
     }
 
+    /// Prunes a trial as unsafe: it broke a limit. Records `violation` as the trial's
+    /// [`UNSAFE_ATTR`] attribute and prunes it with reason [`UNSAFE_REASON`] and its last
+    /// intermediate value, exactly as the daemon records a safety stop: the samplers then
+    /// treat it as a constraint violation (steering away from it, the larger its
+    /// `excess` the more) and the pruners never compare other trials with it.
+    pub fn tell_unsafe(
+        &mut self,
+        number: u64,
+        violation: &ConstraintViolation,
+    ) -> Result<(), StudyError> {
+        let value = self.trial(number)?.last_intermediate().map(|(_, v)| v);
+        self.set_attr(number, UNSAFE_ATTR, violation.to_attr())?;
+        self.prune(number, UNSAFE_REASON, value)
+    }
+
     /// Marks a trial FAIL with a reason (kept as the trial attribute `fail_reason`).
     pub fn fail(&mut self, number: u64, reason: &str) -> Result<(), StudyError> {
         self.finish(number, TrialState::Fail, None, Some(reason))
@@ -650,6 +723,7 @@ mod tests {
     use super::*;
     use crate::sampler::RandomSampler;
     use crate::space::{Choice, Distribution};
+    use crate::storage::MemoryStorage;
     use serde_json::json;
 
     fn space() -> SearchSpace {
@@ -673,13 +747,33 @@ mod tests {
         .unwrap()
     }
 
-    fn url(dir: &tempfile::TempDir) -> String {
-        format!("sqlite:{}", dir.path().join("s.db").display())
+    /// Opens another handle on one store (a process reopening it).
+    type Reopen = Box<dyn Fn() -> Box<dyn Storage>>;
+
+    /// A fresh in-memory store.
+    fn memory() -> Reopen {
+        let store = MemoryStorage::new();
+        Box::new(move || Box::new(store.share()))
     }
 
-    fn open(url: &str, direction: Direction, space: SearchSpace) -> Result<Study, StudyError> {
+    /// Fresh stores to run a test on: in memory, and in an SQLite file when built in.
+    fn stores() -> Vec<Reopen> {
+        #[allow(unused_mut)]
+        let mut stores = vec![memory()];
+        #[cfg(feature = "sqlite")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            stores.push(Box::new(move || {
+                let url = format!("sqlite:{}", dir.path().join("s.db").display());
+                crate::storage::open(&url).unwrap()
+            }));
+        }
+        stores
+    }
+
+    fn open(store: &Reopen, direction: Direction, space: SearchSpace) -> Result<Study, StudyError> {
         Study::create_or_load(
-            crate::storage::open(url).unwrap(),
+            store(),
             "s",
             direction,
             space,
@@ -689,304 +783,359 @@ mod tests {
 
     #[test]
     fn ask_tell_best_and_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Minimize, space()).unwrap();
-        assert_eq!(st.name(), "s");
-        assert_eq!(st.direction(), Direction::Minimize);
-        assert_eq!(st.sampler_name(), "random");
-        assert!(st.best_trial().unwrap().is_none());
-        let mut values = Vec::new();
-        for i in 0..6 {
-            let t = st.ask().unwrap();
-            assert_eq!(t.number, i);
-            assert!(!t.resumed);
-            st.space().check_params(&t.params).unwrap();
-            let v = t.params["x"].powi(2);
-            st.report(t.number, 1, v + 1.0).unwrap();
-            match i {
-                4 => st.prune(t.number, "poor", Some(-100.0)).unwrap(),
-                5 => st.fail(t.number, "link lost").unwrap(),
-                _ => {
-                    st.tell(t.number, v).unwrap();
-                    values.push(v);
+        for store in stores() {
+            let mut st = open(&store, Direction::Minimize, space()).unwrap();
+            assert_eq!(st.name(), "s");
+            assert_eq!(st.direction(), Direction::Minimize);
+            assert_eq!(st.sampler_name(), "random");
+            assert!(st.best_trial().unwrap().is_none());
+            let mut values = Vec::new();
+            for i in 0..6 {
+                let t = st.ask().unwrap();
+                assert_eq!(t.number, i);
+                assert!(!t.resumed);
+                st.space().check_params(&t.params).unwrap();
+                let v = t.params["x"].powi(2);
+                st.report(t.number, 1, v + 1.0).unwrap();
+                match i {
+                    4 => st.prune(t.number, "poor", Some(-100.0)).unwrap(),
+                    5 => st.fail(t.number, "link lost").unwrap(),
+                    _ => {
+                        st.tell(t.number, v).unwrap();
+                        values.push(v);
+                    }
                 }
             }
+            let best = st.best_trial().unwrap().unwrap();
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            assert_eq!(
+                best.value,
+                Some(min),
+                "a pruned trial's lower value does not count"
+            );
+            assert_eq!(
+                st.counts().unwrap(),
+                StateCounts {
+                    running: 0,
+                    complete: 4,
+                    pruned: 1,
+                    fail: 1,
+                    waiting: 0
+                }
+            );
+            let t5 = st.trial(5).unwrap();
+            assert_eq!(t5.attrs["fail_reason"], json!("link lost"));
+            assert_eq!(st.trial(4).unwrap().prune_reason.as_deref(), Some("poor"));
+            let e = st.tell(0, 1.0).unwrap_err().to_string();
+            assert!(e.contains("already COMPLETE"), "{e}");
+            assert!(st
+                .trial(99)
+                .unwrap_err()
+                .to_string()
+                .contains("trial 99 does not exist"));
         }
-        let best = st.best_trial().unwrap().unwrap();
-        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-        assert_eq!(
-            best.value,
-            Some(min),
-            "a pruned trial's lower value does not count"
-        );
-        assert_eq!(
-            st.counts().unwrap(),
-            StateCounts {
-                running: 0,
-                complete: 4,
-                pruned: 1,
-                fail: 1,
-                waiting: 0
-            }
-        );
-        let t5 = st.trial(5).unwrap();
-        assert_eq!(t5.attrs["fail_reason"], json!("link lost"));
-        assert_eq!(st.trial(4).unwrap().prune_reason.as_deref(), Some("poor"));
-        let e = st.tell(0, 1.0).unwrap_err().to_string();
-        assert!(e.contains("already COMPLETE"), "{e}");
-        assert!(st
-            .trial(99)
-            .unwrap_err()
-            .to_string()
-            .contains("trial 99 does not exist"));
     }
 
     #[test]
     fn non_finite_value_fails_the_trial() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
-        let t = st.ask().unwrap();
-        let e = st.tell(t.number, f64::NAN).unwrap_err().to_string();
-        assert!(e.contains("NaN") && e.contains("marked FAIL"), "{e}");
-        assert_eq!(st.trial(t.number).unwrap().state, TrialState::Fail);
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let t = st.ask().unwrap();
+            let e = st.tell(t.number, f64::NAN).unwrap_err().to_string();
+            assert!(e.contains("NaN") && e.contains("marked FAIL"), "{e}");
+            assert_eq!(st.trial(t.number).unwrap().state, TrialState::Fail);
+        }
     }
 
     #[test]
     fn enqueue_waits_and_is_asked_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = open(&url(&dir), Direction::Maximize, space()).unwrap();
-        let fresh = st.ask().unwrap();
-        let baseline: Params = [("x".to_string(), 0.5), ("mode".to_string(), 1.0)].into();
-        let n = st.enqueue(baseline.clone()).unwrap();
-        assert_eq!(n, 1);
-        let t = st.ask().unwrap();
-        assert_eq!((t.number, &t.params, t.resumed), (1, &baseline, true));
-        let next = st.ask().unwrap();
-        assert_eq!(next.number, 2);
-        assert!(!next.resumed);
-        assert_ne!(next.params, fresh.params);
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let fresh = st.ask().unwrap();
+            let baseline: Params = [("x".to_string(), 0.5), ("mode".to_string(), 1.0)].into();
+            let n = st.enqueue(baseline.clone()).unwrap();
+            assert_eq!(n, 1);
+            let t = st.ask().unwrap();
+            assert_eq!((t.number, &t.params, t.resumed), (1, &baseline, true));
+            let next = st.ask().unwrap();
+            assert_eq!(next.number, 2);
+            assert!(!next.resumed);
+            assert_ne!(next.params, fresh.params);
 
-        let bad: Params = [("x".to_string(), 5.0), ("mode".to_string(), 1.0)].into();
-        let e = st.enqueue(bad).unwrap_err().to_string();
-        assert!(
-            e.contains("cannot enqueue") && e.contains("parameter x"),
-            "{e}"
-        );
+            let bad: Params = [("x".to_string(), 5.0), ("mode".to_string(), 1.0)].into();
+            let e = st.enqueue(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("cannot enqueue") && e.contains("parameter x"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn resume_after_crash_requeues_and_keeps_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        let (p0, p1);
-        {
-            let mut st = open(&u, Direction::Maximize, space()).unwrap();
-            let t0 = st.ask().unwrap();
-            st.tell(t0.number, 1.0).unwrap();
-            let t1 = st.ask().unwrap();
-            st.add_episode(
-                t1.number,
-                EpisodeRecord {
-                    episode: 0,
-                    episode_return: 4.0,
-                    steps: 10,
-                    status: "done".into(),
-                },
-            )
-            .unwrap();
-            p0 = t0.params;
-            p1 = t1.params;
-            // The process "crashes" here with trial 1 RUNNING.
+        for store in stores() {
+            let (p0, p1);
+            {
+                let mut st = open(&store, Direction::Maximize, space()).unwrap();
+                let t0 = st.ask().unwrap();
+                st.tell(t0.number, 1.0).unwrap();
+                let t1 = st.ask().unwrap();
+                st.add_episode(
+                    t1.number,
+                    EpisodeRecord {
+                        episode: 0,
+                        episode_return: 4.0,
+                        steps: 10,
+                        status: "done".into(),
+                    },
+                )
+                .unwrap();
+                p0 = t0.params;
+                p1 = t1.params;
+                // The process "crashes" here with trial 1 RUNNING.
+            }
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            assert_eq!(st.requeue_running().unwrap(), vec![1]);
+            let t = st.ask().unwrap();
+            assert_eq!((t.number, &t.params, t.resumed), (1, &p1, true));
+            assert_eq!(t.episodes.len(), 1);
+            st.clear_progress(1).unwrap();
+            assert!(st.trial(1).unwrap().episodes.is_empty());
+            // Operator stop: the trial in flight goes back to the queue.
+            st.mark_waiting(1).unwrap();
+            assert_eq!(st.counts().unwrap().waiting, 1);
+            assert_eq!(st.ask().unwrap().number, 1);
+            st.tell(1, 2.0).unwrap();
+            // New trials continue the numbering, and the sampler is reproducible: a fresh study
+            // with the same seed proposes the same trial 0.
+            assert_eq!(st.ask().unwrap().number, 2);
+            assert_eq!(st.best_trial().unwrap().unwrap().number, 1);
+            let mut other = open(&memory(), Direction::Maximize, space()).unwrap();
+            assert_eq!(other.ask().unwrap().params, p0);
         }
-        let mut st = open(&u, Direction::Maximize, space()).unwrap();
-        assert_eq!(st.requeue_running().unwrap(), vec![1]);
-        let t = st.ask().unwrap();
-        assert_eq!((t.number, &t.params, t.resumed), (1, &p1, true));
-        assert_eq!(t.episodes.len(), 1);
-        st.clear_progress(1).unwrap();
-        assert!(st.trial(1).unwrap().episodes.is_empty());
-        // Operator stop: the trial in flight goes back to the queue.
-        st.mark_waiting(1).unwrap();
-        assert_eq!(st.counts().unwrap().waiting, 1);
-        assert_eq!(st.ask().unwrap().number, 1);
-        st.tell(1, 2.0).unwrap();
-        // New trials continue the numbering, and the sampler is reproducible: a fresh study
-        // with the same seed proposes the same trial 0.
-        assert_eq!(st.ask().unwrap().number, 2);
-        assert_eq!(st.best_trial().unwrap().unwrap().number, 1);
-        let dir2 = tempfile::tempdir().unwrap();
-        let mut other = open(&url(&dir2), Direction::Maximize, space()).unwrap();
-        assert_eq!(other.ask().unwrap().params, p0);
     }
 
     #[test]
     fn mismatched_direction_or_space_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        drop(open(&u, Direction::Maximize, space()).unwrap());
-        let e = open(&u, Direction::Minimize, space())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("maximize") && e.contains("minimize") && e.contains("--study"),
-            "{e}"
-        );
-        let changed = SearchSpace::new([(
-            "x".to_string(),
-            Distribution::Float {
-                low: -2.0,
-                high: 3.0,
-                log: false,
-                step: None,
-            },
-        )])
-        .unwrap();
-        let e = open(&u, Direction::Maximize, changed)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("x was float [-2, 2] and is now float [-2, 3]"),
-            "{e}"
-        );
-        assert!(
-            e.contains("mode (categorical [\"a\", \"b\"]) is gone"),
-            "{e}"
-        );
-        // The stored study is intact.
-        let mut st = Study::load(
-            crate::storage::open(&u).unwrap(),
-            "s",
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap();
-        assert_eq!(st.space(), &space());
-        assert_eq!(st.direction(), Direction::Maximize);
-        st.set_study_attr("schema_hash", json!("abc")).unwrap();
-        assert_eq!(st.study_attr("schema_hash").unwrap(), Some(json!("abc")));
-        let e = Study::load(
-            crate::storage::open(&u).unwrap(),
-            "nope",
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("no study \"nope\"") && e.contains("existing studies: \"s\""),
-            "{e}"
-        );
+        for store in stores() {
+            drop(open(&store, Direction::Maximize, space()).unwrap());
+            let e = open(&store, Direction::Minimize, space())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("maximize") && e.contains("minimize") && e.contains("--study"),
+                "{e}"
+            );
+            let changed = SearchSpace::new([(
+                "x".to_string(),
+                Distribution::Float {
+                    low: -2.0,
+                    high: 3.0,
+                    log: false,
+                    step: None,
+                },
+            )])
+            .unwrap();
+            let e = open(&store, Direction::Maximize, changed)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("x was float [-2, 2] and is now float [-2, 3]"),
+                "{e}"
+            );
+            assert!(
+                e.contains("mode (categorical [\"a\", \"b\"]) is gone"),
+                "{e}"
+            );
+            // The stored study is intact.
+            let mut st = Study::load(store(), "s", Box::new(RandomSampler::new(0))).unwrap();
+            assert_eq!(st.space(), &space());
+            assert_eq!(st.direction(), Direction::Maximize);
+            st.set_study_attr("schema_hash", json!("abc")).unwrap();
+            assert_eq!(st.study_attr("schema_hash").unwrap(), Some(json!("abc")));
+            let e = Study::load(store(), "nope", Box::new(RandomSampler::new(0)))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("no study \"nope\"") && e.contains("existing studies: \"s\""),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn reopening_with_17_digit_bounds_is_not_a_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let u = url(&dir);
-        let odd = || {
-            SearchSpace::new([(
-                "x".to_string(),
-                Distribution::Float {
-                    low: 0.1 + 0.2,
-                    high: 1.029_956_882_790_602_5,
-                    log: true,
-                    step: None,
-                },
-            )])
-            .unwrap()
-        };
-        drop(open(&u, Direction::Maximize, odd()).unwrap());
-        let st = open(&u, Direction::Maximize, odd()).unwrap();
-        assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+        for store in stores() {
+            let odd = || {
+                SearchSpace::new([(
+                    "x".to_string(),
+                    Distribution::Float {
+                        low: 0.1 + 0.2,
+                        high: 1.029_956_882_790_602_5,
+                        log: true,
+                        step: None,
+                    },
+                )])
+                .unwrap()
+            };
+            drop(open(&store, Direction::Maximize, odd()).unwrap());
+            let st = open(&store, Direction::Maximize, odd()).unwrap();
+            assert_eq!(st.space(), &odd(), "the caller's exact space is used");
+        }
     }
 
     #[test]
     fn resumed_study_continues_the_cmaes_state() {
-        use crate::sampler::CmaesSampler;
-        let space = || {
-            SearchSpace::new((0..4).map(|i| {
-                (
-                    format!("x{i}"),
-                    Distribution::Float {
-                        low: -5.0,
-                        high: 5.0,
-                        log: false,
-                        step: None,
-                    },
+        for store in stores() {
+            use crate::sampler::CmaesSampler;
+            let space = || {
+                SearchSpace::new((0..4).map(|i| {
+                    (
+                        format!("x{i}"),
+                        Distribution::Float {
+                            low: -5.0,
+                            high: 5.0,
+                            log: false,
+                            step: None,
+                        },
+                    )
+                }))
+                .unwrap()
+            };
+            let f = |p: &Params| p.values().map(|x| (x - 1.0).powi(2)).sum::<f64>();
+            let cma = |store: &Reopen| {
+                Study::create_or_load(
+                    store(),
+                    "c",
+                    Direction::Minimize,
+                    space(),
+                    Box::new(CmaesSampler::new(5)),
                 )
-            }))
-            .unwrap()
-        };
-        let f = |p: &Params| p.values().map(|x| (x - 1.0).powi(2)).sum::<f64>();
-        let cma = |u: &str| {
-            Study::create_or_load(
-                crate::storage::open(u).unwrap(),
+            };
+            let steps = |st: &mut Study, n: usize| {
+                for _ in 0..n {
+                    let t = st.ask().unwrap();
+                    st.tell(t.number, f(&t.params)).unwrap();
+                }
+            };
+            // A: one process, 23 trials then the 24th ask.
+            let mut a = cma(&memory()).unwrap();
+            steps(&mut a, 23);
+            let next = a.ask().unwrap().params;
+            // B: the same 23 trials, the daemon restarts, the 24th ask continues the state.
+            let mut b = cma(&store).unwrap();
+            steps(&mut b, 23);
+            let stored = b.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+            assert_eq!(stored["kind"], json!("cmaes"));
+            assert!(
+                stored["state"]["updates"].as_u64().unwrap() >= 2,
+                "{stored}"
+            );
+            drop(b);
+            let mut b = cma(&store).unwrap();
+            assert_eq!(b.ask().unwrap().params, next);
+            drop(b);
+            // The stored state is what the resumed sampler uses (not a replay of the history):
+            // the same run with the stored mean moved proposes something else.
+            let uc = memory();
+            let mut c = cma(&uc).unwrap();
+            steps(&mut c, 23);
+            let mut moved = c.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
+            assert_eq!(moved, stored);
+            moved["state"]["mean"] = json!([0.2, 0.2, 0.2, 0.2]);
+            c.set_study_attr(SAMPLER_STATE_ATTR, moved).unwrap();
+            drop(c);
+            let mut c = cma(&uc).unwrap();
+            assert_ne!(c.ask().unwrap().params, next);
+            // An unreadable state is a clear error saying how to start fresh.
+            c.set_study_attr(
+                SAMPLER_STATE_ATTR,
+                json!({"kind": "cmaes", "state": {"mean": [0.2, 0.2, 0.2, 0.2]}}),
+            )
+            .unwrap();
+            drop(c);
+            let e = cma(&uc).unwrap_err().to_string();
+            assert!(
+                e.contains("sampler state")
+                    && e.contains("unreadable")
+                    && e.contains("delete that attribute"),
+                "{e}"
+            );
+            // Another sampler kind ignores it (and replaces it only if it has state).
+            let mut rnd = Study::create_or_load(
+                uc(),
                 "c",
                 Direction::Minimize,
                 space(),
-                Box::new(CmaesSampler::new(5)),
+                Box::new(RandomSampler::new(0)),
             )
-        };
-        let steps = |st: &mut Study, n: usize| {
-            for _ in 0..n {
+            .unwrap();
+            rnd.ask().unwrap();
+        }
+    }
+
+    #[test]
+    fn tell_unsafe_records_a_constraint_violation() {
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            let t = st.ask().unwrap();
+            st.report_many(t.number, &[(1, 0.5), (2, 0.25)]).unwrap();
+            let v = ConstraintViolation::new("max_roll_deg", 41.0, 35.0).at(0, 2);
+            st.tell_unsafe(t.number, &v).unwrap();
+            let stored = st.trial(t.number).unwrap();
+            assert_eq!(stored.state, TrialState::Pruned);
+            assert_eq!(stored.prune_reason.as_deref(), Some(UNSAFE_REASON));
+            assert_eq!(stored.value, Some(0.25), "the last reported value");
+            assert_eq!(stored.attrs[UNSAFE_ATTR], v.to_attr());
+            assert!(crate::pruner::is_unsafe(&stored));
+            assert_eq!(stored.violation_excess(), Some(6.0));
+            // Without reports there is no value; a finished trial cannot be told again.
+            let t = st.ask().unwrap();
+            st.tell_unsafe(t.number, &v).unwrap();
+            assert_eq!(st.trial(t.number).unwrap().value, None);
+            let e = st.tell_unsafe(t.number, &v).unwrap_err().to_string();
+            assert!(e.contains("already PRUNED"), "{e}");
+            assert_eq!(st.counts().unwrap().pruned, 2);
+        }
+    }
+
+    #[test]
+    fn should_prune_asks_the_pruner_with_the_history() {
+        use crate::pruner::{MedianOptions, PercentilePruner};
+        for store in stores() {
+            let mut st = open(&store, Direction::Maximize, space()).unwrap();
+            assert_eq!(st.pruner_name(), None);
+            let t = st.ask().unwrap();
+            assert!(!st.should_prune(t.number, 1, -100.0).unwrap(), "no pruner");
+            assert_eq!(st.trial(t.number).unwrap().intermediate[&1], -100.0);
+            st.fail(t.number, "setup").unwrap();
+            let median = PercentilePruner::median(MedianOptions {
+                n_startup_trials: 2,
+                ..MedianOptions::default()
+            })
+            .unwrap();
+            let mut st = st.with_pruner(Box::new(median));
+            assert_eq!(st.pruner_name(), Some("median"));
+            for _ in 0..2 {
                 let t = st.ask().unwrap();
-                st.tell(t.number, f(&t.params)).unwrap();
+                for step in 1..=3 {
+                    assert!(!st.should_prune(t.number, step, 1.0).unwrap(), "startup");
+                }
+                st.tell(t.number, 1.0).unwrap();
             }
-        };
-        // A: one process, 23 trials then the 24th ask.
-        let da = tempfile::tempdir().unwrap();
-        let mut a = cma(&url(&da)).unwrap();
-        steps(&mut a, 23);
-        let next = a.ask().unwrap().params;
-        // B: the same 23 trials, the daemon restarts, the 24th ask continues the state.
-        let db = tempfile::tempdir().unwrap();
-        let ub = url(&db);
-        let mut b = cma(&ub).unwrap();
-        steps(&mut b, 23);
-        let stored = b.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
-        assert_eq!(stored["kind"], json!("cmaes"));
-        assert!(
-            stored["state"]["updates"].as_u64().unwrap() >= 2,
-            "{stored}"
-        );
-        drop(b);
-        let mut b = cma(&ub).unwrap();
-        assert_eq!(b.ask().unwrap().params, next);
-        drop(b);
-        // The stored state is what the resumed sampler uses (not a replay of the history):
-        // the same run with the stored mean moved proposes something else.
-        let dc = tempfile::tempdir().unwrap();
-        let uc = url(&dc);
-        let mut c = cma(&uc).unwrap();
-        steps(&mut c, 23);
-        let mut moved = c.study_attr(SAMPLER_STATE_ATTR).unwrap().unwrap();
-        assert_eq!(moved, stored);
-        moved["state"]["mean"] = json!([0.2, 0.2, 0.2, 0.2]);
-        c.set_study_attr(SAMPLER_STATE_ATTR, moved).unwrap();
-        drop(c);
-        let mut c = cma(&uc).unwrap();
-        assert_ne!(c.ask().unwrap().params, next);
-        // An unreadable state is a clear error saying how to start fresh.
-        c.set_study_attr(
-            SAMPLER_STATE_ATTR,
-            json!({"kind": "cmaes", "state": {"mean": [0.2, 0.2, 0.2, 0.2]}}),
-        )
-        .unwrap();
-        drop(c);
-        let e = cma(&uc).unwrap_err().to_string();
-        assert!(
-            e.contains("sampler state")
-                && e.contains("unreadable")
-                && e.contains("delete that attribute"),
-            "{e}"
-        );
-        // Another sampler kind ignores it (and replaces it only if it has state).
-        let mut rnd = Study::create_or_load(
-            crate::storage::open(&uc).unwrap(),
-            "c",
-            Direction::Minimize,
-            space(),
-            Box::new(RandomSampler::new(0)),
-        )
-        .unwrap();
-        rnd.ask().unwrap();
+            let good = st.ask().unwrap();
+            assert!(!st.should_prune(good.number, 1, 2.0).unwrap());
+            let poor = st.ask().unwrap();
+            assert!(st.should_prune(poor.number, 1, 0.5).unwrap());
+            assert_eq!(st.trial(poor.number).unwrap().intermediate[&1], 0.5);
+            let e = st.should_prune(99, 1, 0.5).unwrap_err();
+            assert!(
+                matches!(e, StudyError::Storage(StorageError::NotFound { .. })),
+                "{e}"
+            );
+            st.set_pruner(None);
+            assert!(!st.should_prune(poor.number, 2, 0.5).unwrap());
+        }
     }
 
     #[test]

@@ -204,6 +204,125 @@ impl FrozenTrial {
     pub fn is_finished(&self) -> bool {
         self.state.is_finished()
     }
+
+    /// Whether the trial was stopped for breaking a limit: state PRUNED, prune reason
+    /// [`UNSAFE_REASON`] or starting with `unsafe:` or `unsafe `.
+    pub fn is_unsafe(&self) -> bool {
+        self.state == TrialState::Pruned
+            && self.prune_reason.as_deref().is_some_and(|r| {
+                r == UNSAFE_REASON
+                    || r.strip_prefix(UNSAFE_REASON)
+                        .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(' '))
+            })
+    }
+
+    /// The excess recorded in the trial's [`UNSAFE_ATTR`] attribute, if it has a number
+    /// there (each sampler decides what a missing one counts as).
+    pub fn violation_excess(&self) -> Option<f64> {
+        self.attrs
+            .get(UNSAFE_ATTR)
+            .and_then(|u| u.get("excess"))
+            .and_then(serde_json::Value::as_f64)
+    }
+}
+
+/// The prune reason of a trial stopped for breaking a limit: the daemon's safety envelope,
+/// the firmware's own limits, or a library user's constraint
+/// ([`crate::study::Study::tell_unsafe`]). Such trials are constraint violations to the
+/// samplers and never serve as reference to the pruners; see [`FrozenTrial::is_unsafe`].
+pub const UNSAFE_REASON: &str = "unsafe";
+
+/// The trial attribute describing an unsafe trial's violation (a [`ConstraintViolation`]
+/// as JSON); samplers read its `excess` (see [`FrozenTrial::violation_excess`]).
+pub const UNSAFE_ATTR: &str = "unsafe";
+
+/// How a trial broke a limit: what an unsafe trial records in its [`UNSAFE_ATTR`]
+/// attribute, whoever stopped it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConstraintViolation {
+    /// Who found it: `envelope` (the daemon's safety envelope), `firmware`, or `user` (a
+    /// library user's own check, the default).
+    pub source: String,
+    /// The limit's name, e.g. `max_roll_deg`.
+    pub limit: String,
+    /// The measured value, in the limit's units (NaN when there was no number; stored as
+    /// null).
+    pub value: f64,
+    /// The limit's value.
+    pub threshold: f64,
+    /// How far past the limit, in its units (see [`excess_past`]). Samplers steer away from
+    /// large excesses first; a non-finite one is stored as null and read as 1.
+    pub excess: f64,
+    /// The episode it happened in, if the evaluation has episodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub episode: Option<u32>,
+    /// The step it happened at, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+impl ConstraintViolation {
+    /// Limit `limit` broken by a measured `value` against its `threshold`: source `user`,
+    /// excess [`excess_past`]`(value, threshold)`, no episode or step.
+    pub fn new(limit: impl Into<String>, value: f64, threshold: f64) -> ConstraintViolation {
+        ConstraintViolation {
+            source: "user".into(),
+            limit: limit.into(),
+            value,
+            threshold,
+            excess: excess_past(value, threshold),
+            episode: None,
+            step: None,
+        }
+    }
+
+    /// The same, found by `source`.
+    pub fn from_source(self, source: impl Into<String>) -> ConstraintViolation {
+        ConstraintViolation {
+            source: source.into(),
+            ..self
+        }
+    }
+
+    /// The same, at `step` of `episode`.
+    pub fn at(self, episode: u32, step: u64) -> ConstraintViolation {
+        ConstraintViolation {
+            episode: Some(episode),
+            step: Some(step),
+            ..self
+        }
+    }
+
+    /// The same with another excess, for limits whose distance is not `|value − threshold|`
+    /// (e.g. normalised by the limit's scale).
+    pub fn with_excess(self, excess: f64) -> ConstraintViolation {
+        ConstraintViolation { excess, ..self }
+    }
+
+    /// The [`UNSAFE_ATTR`] attribute value.
+    pub fn to_attr(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a violation serialises")
+    }
+}
+
+impl fmt::Display for ConstraintViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {} (limit {})",
+            self.limit, self.value, self.threshold
+        )
+    }
+}
+
+/// How far `value` is past `threshold`: `|value − threshold|`, infinite when `value` is NaN
+/// (no number is as bad as it gets).
+pub fn excess_past(value: f64, threshold: f64) -> f64 {
+    if value.is_nan() {
+        f64::INFINITY
+    } else {
+        (value - threshold).abs()
+    }
 }
 
 /// The current UTC time as RFC 3339 with milliseconds, e.g. `2024-05-01T12:34:56.789Z`.
@@ -284,6 +403,37 @@ mod tests {
         let now = now_utc();
         assert_eq!(now.len(), 24, "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+    }
+
+    #[test]
+    fn violations_record_what_the_samplers_read() {
+        let v = ConstraintViolation::new("max_roll_deg", 41.0, 35.0).at(2, 17);
+        assert_eq!(v.excess, 6.0);
+        assert_eq!(
+            v.to_attr(),
+            serde_json::json!({
+                "source": "user", "limit": "max_roll_deg", "value": 41.0,
+                "threshold": 35.0, "excess": 6.0, "episode": 2, "step": 17,
+            })
+        );
+        assert_eq!(v.to_string(), "max_roll_deg = 41 (limit 35)");
+        let blind = ConstraintViolation::new("min_body_height_m", f64::NAN, 0.1).from_source("sim");
+        assert_eq!(blind.excess, f64::INFINITY);
+        let attr = blind.to_attr();
+        assert_eq!(
+            (attr["value"].is_null(), attr["excess"].is_null()),
+            (true, true)
+        );
+        assert_eq!(attr["source"], "sim");
+        assert!(attr.get("episode").is_none());
+
+        let mut t = FrozenTrial::new(0, TrialState::Pruned, Params::new(), None);
+        assert!(!t.is_unsafe() && t.violation_excess().is_none());
+        t.prune_reason = Some(UNSAFE_REASON.into());
+        t.attrs
+            .insert(UNSAFE_ATTR.into(), v.with_excess(0.5).to_attr());
+        assert!(t.is_unsafe());
+        assert_eq!(t.violation_excess(), Some(0.5));
     }
 
     #[test]

@@ -67,10 +67,10 @@ pub enum RunOutcome {
     Interrupted,
 }
 
-/// Reason recorded on trials the safety envelope or the firmware's own limits stopped.
-pub const PRUNE_UNSAFE: &str = "unsafe";
 /// Reason recorded on trials the pruner stopped for poor performance.
-pub const PRUNE_POOR: &str = "poor";
+pub use crate::pruner::POOR_REASON as PRUNE_POOR;
+/// Reason recorded on trials the safety envelope or the firmware's own limits stopped.
+pub use crate::trial::UNSAFE_REASON as PRUNE_UNSAFE;
 
 /// Runs a study to its size against the robot the config names.
 pub fn run(

@@ -17,9 +17,7 @@ use super::firmware::{applied_params, firmware_values};
 use super::progress::TrialProgress;
 use super::summary::{format_params, print_end, TrialEnd};
 use super::worker::{LeaseKeeper, StudyWorker};
-use super::{
-    count_finished, guard_step, pending_reevaluation, RunOutcome, PRUNE_POOR, PRUNE_UNSAFE,
-};
+use super::{count_finished, guard_step, pending_reevaluation, RunOutcome, PRUNE_POOR};
 use crate::config::Config;
 use crate::control::{global_slot, Interrupts};
 use crate::evaluation;
@@ -29,7 +27,9 @@ use crate::safety::Violation;
 use crate::space::{Params, SearchSpace};
 use crate::storage::StorageError;
 use crate::study::{StudyError, TrialHandle};
-use crate::trial::{Direction, EpisodeRecord, FrozenTrial};
+use crate::trial::{
+    ConstraintViolation, Direction, EpisodeRecord, FrozenTrial, UNSAFE_ATTR, UNSAFE_REASON,
+};
 
 /// Link or host faults one trial may meet before it is marked FAIL.
 pub const MAX_FAULTS_PER_TRIAL: u32 = 3;
@@ -563,8 +563,8 @@ impl TrialRunner<'_> {
                         let value = judge.progress.last_report();
                         self.study
                             .call(move |s| {
-                                s.set_attr(number, "unsafe", detail)?;
-                                s.prune(number, PRUNE_UNSAFE, value)
+                                s.set_attr(number, UNSAFE_ATTR, detail)?;
+                                s.prune(number, UNSAFE_REASON, value)
                             })
                             .await?;
                         if self.failpoint.interrupt_after_unsafe {
@@ -953,11 +953,7 @@ impl TrialRunner<'_> {
         let v = violation.expect("an envelope verdict has its violation");
         EpisodeOutcome::Unsafe {
             summary: v.to_string(),
-            detail: json!({
-                "source": "envelope", "limit": v.limit, "value": v.value,
-                "threshold": v.threshold, "excess": v.excess(),
-                "episode": v.episode, "step": v.step,
-            }),
+            detail: ConstraintViolation::from(&v).to_attr(),
             record,
         }
     }

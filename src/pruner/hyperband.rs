@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::successive_halving::{first_complete, has_rung_values, Rungs};
-use super::{check, PruneRequest, Pruner, Resource};
+use super::{check, PruneRequest, Pruner, PrunerError, Resource};
 use crate::trial::FrozenTrial;
 
 /// Options of the `hyperband` pruner (`[pruner.hyperband]`), with Optuna's defaults.
@@ -92,7 +92,7 @@ impl Brackets {
 
 impl HyperbandPruner {
     /// Validates the options; errors name the bad option.
-    pub fn new(opts: HyperbandOptions) -> Result<HyperbandPruner, String> {
+    pub fn new(opts: HyperbandOptions) -> Result<HyperbandPruner, PrunerError> {
         const K: &str = "hyperband";
         check(opts.min_resource >= 1, K, "min_resource", || {
             "must be at least 1 (got 0)".into()
@@ -285,14 +285,16 @@ mod tests {
             bootstrap_count: 2,
             ..HyperbandOptions::default()
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pruner.hyperband.bootstrap_count"), "{e}");
         let e = HyperbandPruner::new(HyperbandOptions {
             max_resource: Resource::Steps(5),
             min_resource: 10,
             ..HyperbandOptions::default()
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pruner.hyperband.max_resource"), "{e}");
     }
 }

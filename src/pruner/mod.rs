@@ -78,9 +78,10 @@ pub use wilcoxon::{signed_rank_p_value, Alternative, WilcoxonOptions, WilcoxonPr
 
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
-/// The prune reason the daemon records on trials its safety envelope (or the firmware's own
-/// limits) stopped; such trials never serve as reference for other trials.
-pub const UNSAFE_REASON: &str = "unsafe";
+pub use crate::trial::UNSAFE_REASON;
+
+/// The prune reason of a trial a pruner stopped for poor performance.
+pub const POOR_REASON: &str = "poor";
 
 /// What a pruner is asked after a trial reported an intermediate value.
 #[derive(Debug, Clone, Copy)]
@@ -126,19 +127,14 @@ pub trait Pruner: Send {
     fn name(&self) -> &str;
 
     /// Whether the trial should be pruned now. Called after each reported value; `true`
-    /// means: stop the episode and record the trial as PRUNED (reason `poor`).
+    /// means: stop the episode and record the trial as PRUNED (reason [`POOR_REASON`]).
     fn prune(&self, req: &PruneRequest<'_>) -> bool;
 }
 
-/// Whether a trial was pruned by a safety stop or a firmware trip (state PRUNED, reason
-/// `unsafe` or starting with `unsafe:`/`unsafe `). Such trials never serve as reference.
+/// Whether a trial was pruned by a safety stop, a firmware trip or a library user's
+/// constraint ([`FrozenTrial::is_unsafe`]). Such trials never serve as reference.
 pub fn is_unsafe(t: &FrozenTrial) -> bool {
-    t.state == TrialState::Pruned
-        && t.prune_reason.as_deref().is_some_and(|r| {
-            r == UNSAFE_REASON
-                || r.strip_prefix(UNSAFE_REASON)
-                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(' '))
-        })
+    t.is_unsafe()
 }
 
 /// The pruner kinds [`build`] knows (`none` included).
@@ -153,18 +149,81 @@ pub const KINDS: &[&str] = &[
     "wilcoxon",
 ];
 
+/// What is wrong with a pruner's kind or options; every message names the config table
+/// `pruner.<kind>` and, where there is one, the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PrunerError {
+    /// No pruner has this kind.
+    #[error("unknown pruner kind {kind:?}; available: {}", KINDS.join(", "))]
+    UnknownKind {
+        /// The kind asked for.
+        kind: String,
+    },
+    /// Options were given to `none`.
+    #[error("pruner.none takes no options (got: {}); remove them or choose a pruner kind", keys.join(", "))]
+    NoOptions {
+        /// The keys given.
+        keys: Vec<String>,
+    },
+    /// The options table does not parse (an unknown key, a value of the wrong type).
+    #[error("pruner.{kind}{}: {message}", dotted(key))]
+    Parse {
+        /// The pruner kind.
+        kind: String,
+        /// The offending key, when one alone fails.
+        key: Option<String>,
+        /// The parser's message.
+        message: String,
+    },
+    /// An option has a value the pruner does not allow, or a required one is missing.
+    #[error("pruner.{kind}{} {problem}", dotted(key))]
+    Invalid {
+        /// The pruner kind.
+        kind: String,
+        /// The option, if the problem is with one (e.g. `inner.kind`).
+        key: Option<String>,
+        /// What is wrong and what to do, e.g. `must be at least 1 (got 0)`.
+        problem: String,
+    },
+    /// The pruner wrapped by `patient` (`pruner.patient.inner`) is invalid.
+    #[error("pruner.patient.inner: {0}")]
+    Inner(Box<PrunerError>),
+}
+
+/// `.key`, or nothing.
+fn dotted(key: &Option<String>) -> String {
+    key.as_ref().map(|k| format!(".{k}")).unwrap_or_default()
+}
+
+impl PrunerError {
+    /// Option `key` (`None`: the table as a whole) of pruner `kind` is invalid: `problem`.
+    pub(crate) fn invalid(
+        kind: &str,
+        key: Option<&str>,
+        problem: impl Into<String>,
+    ) -> PrunerError {
+        PrunerError::Invalid {
+            kind: kind.into(),
+            key: key.map(str::to_string),
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Builds a pruner by its config name (`[pruner] kind`), with its options table
 /// (`[pruner.<kind>]`) if the config has one. Returns `Ok(None)` for `none`. Each pruner
 /// parses its own options with Optuna's defaults and refuses unknown keys; errors name the
 /// table and the key.
-pub fn build(kind: &str, options: Option<&toml::Table>) -> Result<Option<Box<dyn Pruner>>, String> {
+pub fn build(
+    kind: &str,
+    options: Option<&toml::Table>,
+) -> Result<Option<Box<dyn Pruner>>, PrunerError> {
     let pruner: Box<dyn Pruner> = match kind {
         "none" => {
             if let Some(t) = options.filter(|t| !t.is_empty()) {
-                return Err(format!(
-                    "pruner.none takes no options (got: {}); remove them or choose a pruner kind",
-                    t.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
+                return Err(PrunerError::NoOptions {
+                    keys: t.keys().cloned().collect(),
+                });
             }
             return Ok(None);
         }
@@ -177,18 +236,13 @@ pub fn build(kind: &str, options: Option<&toml::Table>) -> Result<Option<Box<dyn
         "threshold" => Box::new(ThresholdPruner::new(parse_options(kind, options)?)?),
         "patient" => Box::new(PatientPruner::new(parse_options(kind, options)?)?),
         "wilcoxon" => Box::new(WilcoxonPruner::new(parse_options(kind, options)?)?),
-        other => {
-            return Err(format!(
-                "unknown pruner kind {other:?}; available: {}",
-                KINDS.join(", ")
-            ))
-        }
+        other => return Err(PrunerError::UnknownKind { kind: other.into() }),
     };
     Ok(Some(pruner))
 }
 
 /// Builds a pruner by kind with default options (`None` for `none`).
-pub fn from_kind(kind: &str) -> Result<Option<Box<dyn Pruner>>, String> {
+pub fn from_kind(kind: &str) -> Result<Option<Box<dyn Pruner>>, PrunerError> {
     build(kind, None)
 }
 
@@ -198,7 +252,7 @@ pub fn from_kind(kind: &str) -> Result<Option<Box<dyn Pruner>>, String> {
 pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
     kind: &str,
     options: Option<&toml::Table>,
-) -> Result<T, String> {
+) -> Result<T, PrunerError> {
     let Some(table) = options else {
         return Ok(T::default());
     };
@@ -214,8 +268,16 @@ pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
             T::deserialize(toml::Value::Table(one)).is_err()
         });
         match key {
-            Some((k, _)) => format!("pruner.{kind}.{k}: {problem}"),
-            None => format!("pruner.{kind}: {}", msg.trim().replace('\n', " ")),
+            Some((k, _)) => PrunerError::Parse {
+                kind: kind.into(),
+                key: Some(k.clone()),
+                message: problem,
+            },
+            None => PrunerError::Parse {
+                kind: kind.into(),
+                key: None,
+                message: msg.trim().replace('\n', " "),
+            },
         }
     })
 }
@@ -256,11 +318,11 @@ pub(crate) fn check(
     kind: &str,
     key: &str,
     what: impl FnOnce() -> String,
-) -> Result<(), String> {
+) -> Result<(), PrunerError> {
     if cond {
         Ok(())
     } else {
-        Err(format!("pruner.{kind}.{key} {}", what()))
+        Err(PrunerError::invalid(kind, Some(key), what()))
     }
 }
 
@@ -335,9 +397,18 @@ mod tests {
         }
         assert!(from_kind("none").unwrap().is_none());
         let e = build("asha", None).err().unwrap();
-        assert!(
-            e.contains("asha") && e.contains("successive_halving"),
-            "{e}"
+        assert_eq!(
+            e,
+            PrunerError::UnknownKind {
+                kind: "asha".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "unknown pruner kind \"asha\"; available: {}",
+                KINDS.join(", ")
+            )
         );
     }
 
@@ -346,21 +417,46 @@ mod tests {
         let t: toml::Table = toml::from_str("n_warmup_step = 3").unwrap();
         let e = build("median", Some(&t)).err().unwrap();
         assert!(
+            matches!(&e, PrunerError::Parse { kind, key: Some(k), .. }
+                if kind == "median" && k == "n_warmup_step"),
+            "{e:?}"
+        );
+        let e = e.to_string();
+        assert!(
             e.contains("pruner.median") && e.contains("n_warmup_step"),
             "{e}"
         );
         let t: toml::Table = toml::from_str("n_warmup_steps = -3").unwrap();
-        let e = build("median", Some(&t)).err().unwrap();
+        let e = build("median", Some(&t)).err().unwrap().to_string();
         assert!(e.contains("pruner.median.n_warmup_steps"), "{e}");
         let t: toml::Table = toml::from_str("interval_steps = 0").unwrap();
         let e = build("median", Some(&t)).err().unwrap();
-        assert!(e.contains("pruner.median.interval_steps"), "{e}");
+        assert!(matches!(e, PrunerError::Invalid { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "pruner.median.interval_steps must be at least 1 (got 0)"
+        );
         let t: toml::Table = toml::from_str("percentile = 50.0").unwrap();
-        let e = build("median", Some(&t)).err().unwrap();
+        let e = build("median", Some(&t)).err().unwrap().to_string();
         assert!(e.contains("percentile"), "{e}");
+        let t: toml::Table =
+            toml::from_str("patience = 1\ninner = { kind = \"median\", warmup = 3 }").unwrap();
+        let e = build("patient", Some(&t)).err().unwrap();
+        assert!(
+            matches!(&e, PrunerError::Inner(inner) if matches!(**inner, PrunerError::Parse { .. })),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("pruner.patient.inner: pruner.median.warmup: unknown field"),
+            "{e}"
+        );
         let t: toml::Table = toml::from_str("x = 1").unwrap();
-        let e = build("none", Some(&t)).err().unwrap();
-        assert!(e.contains("pruner.none") && e.contains('x'), "{e}");
+        let e = build("none", Some(&t)).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "pruner.none takes no options (got: x); remove them or choose a pruner kind"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check, nan_best, PruneRequest, Pruner};
+use super::{check, nan_best, PruneRequest, Pruner, PrunerError};
 
 /// Options of the `patient` pruner (`[pruner.patient]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,9 +49,13 @@ impl std::fmt::Debug for PatientPruner {
 
 impl PatientPruner {
     /// Builds the pruner and its wrapped pruner from the options; errors name the key.
-    pub fn new(o: PatientOptions) -> Result<PatientPruner, String> {
+    pub fn new(o: PatientOptions) -> Result<PatientPruner, PrunerError> {
         let Some(patience) = o.patience else {
-            return Err("pruner.patient.patience is required (e.g. patience = 5)".into());
+            return Err(PrunerError::invalid(
+                "patient",
+                Some("patience"),
+                "is required (e.g. patience = 5)",
+            ));
         };
         check(o.min_delta >= 0.0, "patient", "min_delta", || {
             format!("must be non-negative (got {})", o.min_delta)
@@ -62,17 +66,21 @@ impl PatientPruner {
                 let kind = match t.remove("kind") {
                     Some(toml::Value::String(k)) => k,
                     Some(other) => {
-                        return Err(format!(
-                            "pruner.patient.inner.kind must be a string such as \"median\" (got {other})"
+                        return Err(PrunerError::invalid(
+                            "patient",
+                            Some("inner.kind"),
+                            format!("must be a string such as \"median\" (got {other})"),
                         ))
                     }
                     None => {
-                        return Err("pruner.patient.inner needs a kind, e.g. \
-                                    inner = { kind = \"median\" }"
-                            .into())
+                        return Err(PrunerError::invalid(
+                            "patient",
+                            Some("inner"),
+                            "needs a kind, e.g. inner = { kind = \"median\" }",
+                        ))
                     }
                 };
-                super::build(&kind, Some(&t)).map_err(|e| format!("pruner.patient.inner: {e}"))?
+                super::build(&kind, Some(&t)).map_err(|e| PrunerError::Inner(Box::new(e)))?
             }
         };
         Ok(PatientPruner::wrap(inner, patience, o.min_delta))
@@ -184,21 +192,32 @@ mod tests {
 
     #[test]
     fn options_are_validated() {
-        let e = PatientPruner::new(PatientOptions::default()).unwrap_err();
+        let e = PatientPruner::new(PatientOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pruner.patient.patience"), "{e}");
         let t: toml::Table = toml::from_str("patience = 1\nmin_delta = -1.0").unwrap();
-        let e = super::super::build("patient", Some(&t)).err().unwrap();
+        let e = super::super::build("patient", Some(&t))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("pruner.patient.min_delta"), "{e}");
         let t: toml::Table =
             toml::from_str("patience = 1\ninner = { n_warmup_steps = 3 }").unwrap();
-        let e = super::super::build("patient", Some(&t)).err().unwrap();
+        let e = super::super::build("patient", Some(&t))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("pruner.patient.inner") && e.contains("kind"),
             "{e}"
         );
         let t: toml::Table =
             toml::from_str("patience = 1\ninner = { kind = \"median\", warmup = 3 }").unwrap();
-        let e = super::super::build("patient", Some(&t)).err().unwrap();
+        let e = super::super::build("patient", Some(&t))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("pruner.patient.inner") && e.contains("warmup"),
             "{e}"

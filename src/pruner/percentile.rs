@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check, is_first_in_interval_step, nan_best, PruneRequest, Pruner};
+use super::{check, is_first_in_interval_step, nan_best, PruneRequest, Pruner, PrunerError};
 use crate::trial::{Direction, FrozenTrial};
 
 /// Options of the `median` pruner (`[pruner.median]`), with Optuna's defaults.
@@ -76,13 +76,13 @@ pub struct PercentilePruner {
 
 impl PercentilePruner {
     /// The `percentile` pruner; errors name the bad option.
-    pub fn new(o: PercentileOptions) -> Result<PercentilePruner, String> {
+    pub fn new(o: PercentileOptions) -> Result<PercentilePruner, PrunerError> {
         let Some(percentile) = o.percentile else {
-            return Err(
-                "pruner.percentile.percentile is required (e.g. percentile = 25.0 keeps the \
-                 top 25 % of trials)"
-                    .into(),
-            );
+            return Err(PrunerError::invalid(
+                "percentile",
+                Some("percentile"),
+                "is required (e.g. percentile = 25.0 keeps the top 25 % of trials)",
+            ));
         };
         check(
             (0.0..=100.0).contains(&percentile),
@@ -100,7 +100,7 @@ impl PercentilePruner {
     }
 
     /// The `median` pruner (percentile 50); errors name the bad option.
-    pub fn median(opts: MedianOptions) -> Result<PercentilePruner, String> {
+    pub fn median(opts: MedianOptions) -> Result<PercentilePruner, PrunerError> {
         Self::build("median", 50.0, opts)
     }
 
@@ -108,7 +108,7 @@ impl PercentilePruner {
         name: &'static str,
         percentile: f64,
         opts: MedianOptions,
-    ) -> Result<PercentilePruner, String> {
+    ) -> Result<PercentilePruner, PrunerError> {
         check(opts.interval_steps >= 1, name, "interval_steps", || {
             "must be at least 1 (got 0)".into()
         })?;
@@ -386,13 +386,16 @@ mod tests {
         assert!(p25.prune(&req(&history, &t, Direction::Maximize)));
         let t = trial(9, TrialState::Running, &[3.0]);
         assert!(!p25.prune(&req(&history, &t, Direction::Maximize)));
-        let e = PercentilePruner::new(PercentileOptions::default()).unwrap_err();
+        let e = PercentilePruner::new(PercentileOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pruner.percentile.percentile"), "{e}");
         let e = PercentilePruner::new(PercentileOptions {
             percentile: Some(101.0),
             ..PercentileOptions::default()
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("pruner.percentile.percentile") && e.contains("101"),
             "{e}"

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{check, PruneRequest, Pruner};
+use super::{check, PruneRequest, Pruner, PrunerError};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 
 /// A resource (a step count) that may be estimated from the first COMPLETE trial.
@@ -103,7 +103,7 @@ pub struct SuccessiveHalvingPruner {
 
 impl SuccessiveHalvingPruner {
     /// Validates the options; errors name the bad option.
-    pub fn new(opts: SuccessiveHalvingOptions) -> Result<SuccessiveHalvingPruner, String> {
+    pub fn new(opts: SuccessiveHalvingOptions) -> Result<SuccessiveHalvingPruner, PrunerError> {
         const K: &str = "successive_halving";
         check(opts.reduction_factor >= 2, K, "reduction_factor", || {
             format!("must be at least 2 (got {})", opts.reduction_factor)
@@ -440,7 +440,8 @@ mod tests {
             let t: toml::Table = toml::from_str(bad).unwrap();
             let e = super::super::build("successive_halving", Some(&t))
                 .err()
-                .unwrap();
+                .unwrap()
+                .to_string();
             assert!(
                 e.contains("min_resource") && e.contains("auto"),
                 "{bad}: {e}"
@@ -449,7 +450,8 @@ mod tests {
         let t: toml::Table = toml::from_str("reduction_factor = 1").unwrap();
         let e = super::super::build("successive_halving", Some(&t))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("pruner.successive_halving.reduction_factor"),
             "{e}"
@@ -457,7 +459,8 @@ mod tests {
         let t: toml::Table = toml::from_str("bootstrap_count = 1").unwrap();
         let e = super::super::build("successive_halving", Some(&t))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("bootstrap_count") && e.contains("min_resource"),
             "{e}"

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check, is_first_in_interval_step, PruneRequest, Pruner};
+use super::{check, is_first_in_interval_step, PruneRequest, Pruner, PrunerError};
 
 /// Options of the `threshold` pruner (`[pruner.threshold]`); at least one bound is needed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,10 +41,14 @@ pub struct ThresholdPruner {
 
 impl ThresholdPruner {
     /// Validates the options; errors name the bad option.
-    pub fn new(o: ThresholdOptions) -> Result<ThresholdPruner, String> {
+    pub fn new(o: ThresholdOptions) -> Result<ThresholdPruner, PrunerError> {
         const K: &str = "threshold";
         if o.lower.is_none() && o.upper.is_none() {
-            return Err("pruner.threshold needs lower, upper or both (e.g. upper = 100.0)".into());
+            return Err(PrunerError::invalid(
+                K,
+                None,
+                "needs lower, upper or both (e.g. upper = 100.0)",
+            ));
         }
         let lower = o.lower.unwrap_or(f64::NEG_INFINITY);
         let upper = o.upper.unwrap_or(f64::INFINITY);
@@ -147,17 +151,23 @@ mod tests {
 
     #[test]
     fn options_are_validated() {
-        let e = ThresholdPruner::new(ThresholdOptions::default()).unwrap_err();
+        let e = ThresholdPruner::new(ThresholdOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lower") && e.contains("upper"), "{e}");
         let e = ThresholdPruner::new(ThresholdOptions {
             lower: Some(2.0),
             upper: Some(1.0),
             ..ThresholdOptions::default()
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pruner.threshold.lower"), "{e}");
         let t: toml::Table = toml::from_str("upper = 3\nlimit = 2").unwrap();
-        let e = super::super::build("threshold", Some(&t)).err().unwrap();
+        let e = super::super::build("threshold", Some(&t))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("limit"), "{e}");
         // An integer bound is accepted as a float.
         let t: toml::Table = toml::from_str("upper = 3").unwrap();

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check, PruneRequest, Pruner};
+use super::{check, PruneRequest, Pruner, PrunerError};
 use crate::trial::{Direction, FrozenTrial};
 
 /// Options of the `wilcoxon` pruner (`[pruner.wilcoxon]`), with Optuna's defaults.
@@ -42,7 +42,7 @@ pub struct WilcoxonPruner {
 
 impl WilcoxonPruner {
     /// Validates the options; errors name the bad option.
-    pub fn new(opts: WilcoxonOptions) -> Result<WilcoxonPruner, String> {
+    pub fn new(opts: WilcoxonOptions) -> Result<WilcoxonPruner, PrunerError> {
         check(
             (0.0..=1.0).contains(&opts.p_threshold),
             "wilcoxon",

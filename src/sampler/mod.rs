@@ -66,6 +66,55 @@ pub trait Sampler: Send {
 /// The sampler kinds [`from_kind`] knows.
 pub const KINDS: &[&str] = &["random", "cmaes", "tpe", "qmc"];
 
+/// What is wrong with a sampler's kind or options; every message names the kind (as the
+/// config table `sampler.<kind>`) and the option.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplerError {
+    /// No sampler has this kind.
+    #[error("unknown sampler kind {kind:?}; available: {}", KINDS.join(", "))]
+    UnknownKind {
+        /// The kind asked for.
+        kind: String,
+    },
+    /// Options were given to a sampler that takes none.
+    #[error("sampler.{kind} takes no options (got: {})", keys.join(", "))]
+    NoOptions {
+        /// The sampler kind.
+        kind: String,
+        /// The keys given.
+        keys: Vec<String>,
+    },
+    /// The options table does not parse (an unknown key, a value of the wrong type).
+    #[error("sampler.{kind}: {message}")]
+    Parse {
+        /// The sampler kind.
+        kind: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// An option has a value the sampler does not allow.
+    #[error("sampler.{kind}.{key} {problem}")]
+    Invalid {
+        /// The sampler kind.
+        kind: String,
+        /// The option.
+        key: String,
+        /// What is wrong and what to do, e.g. `must be at least 1 (Optuna uses 24)`.
+        problem: String,
+    },
+}
+
+impl SamplerError {
+    /// Option `key` of sampler `kind` is invalid: `problem`.
+    pub(crate) fn invalid(kind: &str, key: &str, problem: impl Into<String>) -> SamplerError {
+        SamplerError::Invalid {
+            kind: kind.into(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Builds a sampler by its config name (`[sampler] kind`), with its options table
 /// (`[sampler.<kind>]`, e.g. `[sampler.tpe]`) if the config has one. Each sampler parses its
 /// own options and refuses unknown keys.
@@ -73,7 +122,7 @@ pub fn build(
     kind: &str,
     seed: u64,
     options: Option<&toml::Table>,
-) -> Result<Box<dyn Sampler>, String> {
+) -> Result<Box<dyn Sampler>, SamplerError> {
     match kind {
         "random" => {
             no_options(kind, options)?;
@@ -91,10 +140,7 @@ pub fn build(
             let o: QmcOptions = parse_options(kind, options)?;
             Ok(Box::new(QmcSampler::with_options(seed, o)))
         }
-        other => Err(format!(
-            "unknown sampler kind {other:?}; available: {}",
-            KINDS.join(", ")
-        )),
+        other => Err(SamplerError::UnknownKind { kind: other.into() }),
     }
 }
 
@@ -122,7 +168,7 @@ fn hide_violation(t: &FrozenTrial) -> Option<FrozenTrial> {
         t.value = None;
         t.intermediate.clear();
         t.prune_reason = Some(HIDDEN_UNSAFE_REASON.into());
-        t.attrs.remove("unsafe");
+        t.attrs.remove(crate::trial::UNSAFE_ATTR);
         t
     })
 }
@@ -164,16 +210,16 @@ impl Sampler for Unconstrained {
 }
 
 /// Builds a sampler by kind with default options.
-pub fn from_kind(kind: &str, seed: u64) -> Result<Box<dyn Sampler>, String> {
+pub fn from_kind(kind: &str, seed: u64) -> Result<Box<dyn Sampler>, SamplerError> {
     build(kind, seed, None)
 }
 
-fn no_options(kind: &str, options: Option<&toml::Table>) -> Result<(), String> {
+fn no_options(kind: &str, options: Option<&toml::Table>) -> Result<(), SamplerError> {
     match options {
-        Some(t) if !t.is_empty() => Err(format!(
-            "sampler.{kind} takes no options (got: {})",
-            t.keys().cloned().collect::<Vec<_>>().join(", ")
-        )),
+        Some(t) if !t.is_empty() => Err(SamplerError::NoOptions {
+            kind: kind.into(),
+            keys: t.keys().cloned().collect(),
+        }),
         _ => Ok(()),
     }
 }
@@ -183,13 +229,13 @@ fn no_options(kind: &str, options: Option<&toml::Table>) -> Result<(), String> {
 pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
     kind: &str,
     options: Option<&toml::Table>,
-) -> Result<T, String> {
+) -> Result<T, SamplerError> {
     match options {
         None => Ok(T::default()),
-        Some(t) => t
-            .clone()
-            .try_into()
-            .map_err(|e| format!("sampler.{kind}: {e}")),
+        Some(t) => t.clone().try_into().map_err(|e| SamplerError::Parse {
+            kind: kind.into(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -310,7 +356,14 @@ mod tests {
     fn from_kind_lists_kinds() {
         assert_eq!(from_kind("random", 1).unwrap().name(), "random");
         let e = from_kind("tpe-ish", 1).err().unwrap();
-        assert!(e.contains("tpe-ish") && e.contains("random"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "unknown sampler kind \"tpe-ish\"; available: random, cmaes, tpe, qmc"
+        );
+        let t: toml::Table = toml::from_str("a = 1\nb = 2").unwrap();
+        let e = build("random", 1, Some(&t)).err().unwrap();
+        assert_eq!(e.to_string(), "sampler.random takes no options (got: a, b)");
+        assert!(matches!(e, SamplerError::NoOptions { .. }));
     }
 
     /// Records the histories it is shown and the trials it is told.

@@ -2,8 +2,9 @@
 //! before it returns: every state change is persisted before the daemon acts on it.
 //!
 //! Open a storage from a URL with [`open`]: `sqlite:PATH` (or `sqlite://PATH`) is the
-//! embedded default (one machine); `postgresql://user@host[:port]/db` (or `postgres://`) is
-//! for fleets of workers on several machines.
+//! embedded default (feature `sqlite`; one machine); `postgresql://user@host[:port]/db` (or
+//! `postgres://`, feature `postgres`) is for fleets of workers on several machines; `memory:`
+//! is a fresh in-memory store for library users and tests ([`MemoryStorage`], always built).
 //!
 //! Values must be finite: SQLite turns NaN into NULL, and JSON has no infinities, so
 //! non-finite values are refused with [`StorageError::Invalid`].
@@ -19,13 +20,19 @@
 //! Only trials whose lease expired are claimed again by others or re-queued
 //! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
+mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
+#[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStorage;
+pub use memory::{MemoryStorage, MEMORY_URL};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStorage;
 
 use std::time::Duration;
@@ -98,10 +105,18 @@ pub struct StudyRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The URL's scheme is not supported.
-    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db), and postgresql://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB")]
+    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db), postgresql://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB, and memory: (a fresh store that lives as long as the process)")]
     UnsupportedUrl {
         /// The URL given.
         url: String,
+    },
+    /// The URL names a backend this build of gaittune leaves out.
+    #[error("storage URL {url:?} needs gaittune's {feature:?} feature, which this build leaves out: enable it (features = [{feature:?}]) or use memory:")]
+    NotBuilt {
+        /// The URL given.
+        url: String,
+        /// The Cargo feature that brings the backend.
+        feature: &'static str,
     },
     /// The database could not be opened, read or written (corrupt, unwritable, locked...).
     #[error("storage {location}: {message}")]
@@ -311,27 +326,68 @@ pub trait Storage: Send {
 }
 
 /// Opens a storage from a URL: `sqlite:PATH` or `sqlite://PATH` (the database file is
-/// created if missing), or `postgresql://USER@HOST[:PORT]/DB` or `postgres://...` (the
-/// database must exist; its tables are created if missing).
+/// created if missing), `postgresql://USER@HOST[:PORT]/DB` or `postgres://...` (the
+/// database must exist; its tables are created if missing), or `memory:` (a fresh, empty
+/// in-memory store each time).
 pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if url == MEMORY_URL {
+        return Ok(Box::new(MemoryStorage::new()));
+    }
     if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+        #[cfg(feature = "postgres")]
         return Ok(Box::new(PostgresStorage::open(url)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StorageError::NotBuilt {
+            url: shown_url(url),
+            feature: "postgres",
+        });
     }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"));
     match path {
+        #[cfg(feature = "sqlite")]
         Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open(path)?)),
+        #[cfg(not(feature = "sqlite"))]
+        Some(path) if !path.is_empty() => Err(StorageError::NotBuilt {
+            url: url.into(),
+            feature: "sqlite",
+        }),
         _ => Err(StorageError::UnsupportedUrl { url: url.into() }),
     }
 }
 
 /// A storage URL as it may be shown: a PostgreSQL URL without its password.
 pub fn shown_url(url: &str) -> String {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        self::postgres::redact(url)
-    } else {
-        url.to_string()
+    match url.split_once("://") {
+        Some(("postgres" | "postgresql", rest)) => {
+            let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((user, host)) => {
+                    format!("{}@{host}", user.split(':').next().unwrap_or(""))
+                }
+                None => authority.to_string(),
+            };
+            let tail = match tail.split_once('?') {
+                Some((path, query)) => {
+                    let kept: Vec<&str> = query
+                        .split('&')
+                        .filter(|kv| !kv.starts_with("password="))
+                        .collect();
+                    if kept.is_empty() {
+                        path.to_string()
+                    } else {
+                        format!("{path}?{}", kept.join("&"))
+                    }
+                }
+                None => tail.to_string(),
+            };
+            format!(
+                "{}://{authority}{tail}",
+                &url[..url.find("://").unwrap_or(0)]
+            )
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -342,6 +398,7 @@ pub fn open_read_only(url: &str) -> Result<Box<dyn Storage>, StorageError> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"));
     match path {
+        #[cfg(feature = "sqlite")]
         Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open_read_only(path)?)),
         _ => open(url),
     }
@@ -351,6 +408,37 @@ pub fn open_read_only(url: &str) -> Result<Box<dyn Storage>, StorageError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn memory_urls_open_fresh_stores() {
+        let a = open("memory:").unwrap();
+        a.create_study("s", Direction::Maximize, "{}").unwrap();
+        assert_eq!(a.location(), "memory:");
+        let b = open("memory:").unwrap();
+        assert!(
+            b.list_studies().unwrap().is_empty(),
+            "each open is a new store"
+        );
+        for bad in ["memory", "memory:x", "memory://"] {
+            let e = open(bad).err().expect(bad).to_string();
+            assert!(
+                e.contains("memory:") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn sqlite_urls_name_the_missing_feature() {
+        let e = open("sqlite:x.db").err().unwrap().to_string();
+        assert!(
+            e.contains("\"sqlite\" feature") && e.contains("memory:"),
+            "{e}"
+        );
+        assert!(!std::path::Path::new("x.db").exists());
+    }
+
+    #[cfg(feature = "sqlite")]
     #[test]
     fn open_parses_urls() {
         let dir = tempfile::tempdir().unwrap();

@@ -115,28 +115,8 @@ const NOW_TEXT: &str =
     r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
 
 /// `url` without its password (in the user part or a `password=` parameter).
-pub(crate) fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or("")),
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|kv| !kv.starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
+fn redact(url: &str) -> String {
+    super::shown_url(url)
 }
 
 /// Turns a driver error into a [`StorageError`] naming the location and the operation.
@@ -716,7 +696,8 @@ impl Session {
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
-/// A [`super::Storage`] in a PostgreSQL database (see the [module docs](self)).
+/// A [`super::Storage`] in a PostgreSQL database: tables prefixed `gaittune_`, leases and
+/// timestamps on the server's clock, row locks for every read-modify-write.
 pub struct PostgresStorage {
     location: String,
     lease: Option<Lease>,

@@ -60,7 +60,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::random::sample_distribution;
-use super::{SampleRequest, Sampler, TrialRng};
+use super::{SampleRequest, Sampler, SamplerError, TrialRng};
 use crate::pruner::is_unsafe;
 use crate::space::{Distribution, Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
@@ -191,35 +191,42 @@ pub const DEFAULT_SIGMA0: f64 = 0.1;
 
 impl CmaesOptions {
     /// Checks the values; the error names the option and the fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let invalid = |key, problem| Err(SamplerError::invalid("cmaes", key, problem));
         if let Some(s) = self.sigma0 {
             if !(s > 0.0 && s <= 1.0) {
-                return Err(format!(
-                    "sampler.cmaes.sigma0 = {s}: must be in (0, 1] (a fraction of each parameter's range; try 0.2)"
-                ));
+                return invalid(
+                    "sigma0",
+                    format!(
+                        "= {s}: must be in (0, 1] (a fraction of each parameter's range; try 0.2)"
+                    ),
+                );
             }
         }
         if let Some(p) = self.popsize {
             if p < 2 {
-                return Err(format!(
-                    "sampler.cmaes.popsize = {p}: must be at least 2 (remove it for the default 4 + ⌊ln d⌋)"
-                ));
+                return invalid(
+                    "popsize",
+                    format!("= {p}: must be at least 2 (remove it for the default 4 + ⌊ln d⌋)"),
+                );
             }
         }
         if self.inc_popsize < 1 {
-            return Err("sampler.cmaes.inc_popsize must be at least 1 (default 2)".into());
+            return invalid("inc_popsize", "must be at least 1 (default 2)".into());
         }
         let p = self.safe_probability;
         if !(p > 0.0 && p < 1.0) {
-            return Err(format!(
-                "sampler.cmaes.safe_probability = {p}: must be in (0, 1) (the estimated chance of being safe a proposal needs; default {DEFAULT_SAFE_PROBABILITY})"
-            ));
+            return invalid(
+                "safe_probability",
+                format!("= {p}: must be in (0, 1) (the estimated chance of being safe a proposal needs; default {DEFAULT_SAFE_PROBABILITY})"),
+            );
         }
         if let Some(m) = self.margin {
             if !(0.0..0.5).contains(&m) {
-                return Err(format!(
-                    "sampler.cmaes.margin = {m}: must be in [0, 0.5) (0 turns it off; remove it for 1/(d λ))"
-                ));
+                return invalid(
+                    "margin",
+                    format!("= {m}: must be in [0, 0.5) (0 turns it off; remove it for 1/(d λ))"),
+                );
             }
         }
         Ok(())
@@ -499,7 +506,7 @@ impl CmaesSampler {
     }
 
     /// A CMA-ES sampler with the given options (checked).
-    pub fn with_options(seed: u64, options: CmaesOptions) -> Result<CmaesSampler, String> {
+    pub fn with_options(seed: u64, options: CmaesOptions) -> Result<CmaesSampler, SamplerError> {
         options.validate()?;
         Ok(CmaesSampler {
             seed,
@@ -687,15 +694,7 @@ impl CmaesSampler {
                 };
                 let (class, score) = match t.state {
                     TrialState::Complete => (0, t.value.map_or(f64::INFINITY, |v| sign * v)),
-                    TrialState::Pruned if is_unsafe(t) => {
-                        let excess = t
-                            .attrs
-                            .get("unsafe")
-                            .and_then(|u| u.get("excess"))
-                            .and_then(serde_json::Value::as_f64)
-                            .unwrap_or(1.0);
-                        (2, excess)
-                    }
+                    TrialState::Pruned if is_unsafe(t) => (2, t.violation_excess().unwrap_or(1.0)),
                     TrialState::Pruned => {
                         let v = t.last_intermediate().map(|(_, v)| v).or(t.value);
                         (1, v.map_or(f64::INFINITY, |v| sign * v))

@@ -487,10 +487,23 @@ fn options_parse_validate_and_build() {
     );
     let bad: toml::Table = toml::from_str("popsiz = 12").unwrap();
     let e = crate::sampler::build("cmaes", 1, Some(&bad)).err().unwrap();
-    assert!(e.contains("popsiz"), "{e}");
+    assert!(matches!(e, SamplerError::Parse { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.starts_with("sampler.cmaes: ") && e.contains("popsiz"),
+        "{e}"
+    );
     let bad: toml::Table = toml::from_str("sigma0 = 2.0").unwrap();
     let e = crate::sampler::build("cmaes", 1, Some(&bad)).err().unwrap();
-    assert!(e.contains("sigma0") && e.contains("(0, 1]"), "{e}");
+    assert!(
+        matches!(&e, SamplerError::Invalid { kind, key, .. } if kind == "cmaes" && key == "sigma0"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("sampler.cmaes.sigma0 = 2: must be in (0, 1]"),
+        "{e}"
+    );
     let bad: toml::Table = toml::from_str("restart = \"sometimes\"").unwrap();
     assert!(crate::sampler::build("cmaes", 1, Some(&bad)).is_err());
     let t: toml::Table = toml::from_str("safe_probability = 0.75").unwrap();
@@ -498,9 +511,12 @@ fn options_parse_validate_and_build() {
     assert_eq!(o.safe_probability, 0.75);
     assert_eq!(CmaesOptions::default().safe_probability, 0.9);
     let bad: toml::Table = toml::from_str("safe_probability = 1.0").unwrap();
-    let e = crate::sampler::build("cmaes", 1, Some(&bad)).err().unwrap();
+    let e = crate::sampler::build("cmaes", 1, Some(&bad))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
-        e.contains("safe_probability") && e.contains("(0, 1)"),
+        e.contains("sampler.cmaes.safe_probability = 1: must be in (0, 1)"),
         "{e}"
     );
 }

@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use super::qmc::{self, QmcKind};
 use super::random::sample_distribution;
-use super::{SampleRequest, Sampler, TrialRng};
+use super::{SampleRequest, Sampler, SamplerError, TrialRng};
 use crate::pruner::is_unsafe;
 use crate::space::{Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
@@ -152,14 +152,22 @@ impl Default for TpeOptions {
 
 impl TpeOptions {
     /// Checks the values; the error names the option and the fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SamplerError> {
         if self.n_ei_candidates == 0 {
-            return Err("sampler.tpe.n_ei_candidates must be at least 1 (Optuna uses 24)".into());
+            return Err(SamplerError::invalid(
+                "tpe",
+                "n_ei_candidates",
+                "must be at least 1 (Optuna uses 24)",
+            ));
         }
         if !(self.prior_weight.is_finite() && self.prior_weight >= 0.0) {
-            return Err(format!(
-                "sampler.tpe.prior_weight must be a finite number >= 0 (got {}); the default is 1.0",
-                self.prior_weight
+            return Err(SamplerError::invalid(
+                "tpe",
+                "prior_weight",
+                format!(
+                    "must be a finite number >= 0 (got {}); the default is 1.0",
+                    self.prior_weight
+                ),
             ));
         }
         Ok(())
@@ -188,7 +196,7 @@ impl TpeSampler {
     }
 
     /// A TPE sampler with explicit options (validated).
-    pub fn with_options(seed: u64, options: TpeOptions) -> Result<TpeSampler, String> {
+    pub fn with_options(seed: u64, options: TpeOptions) -> Result<TpeSampler, SamplerError> {
         options.validate()?;
         Ok(TpeSampler {
             options,
@@ -522,12 +530,7 @@ impl Partition {
 
 /// Violation amount of an unsafe trial.
 fn violation(t: &FrozenTrial) -> f64 {
-    match t
-        .attrs
-        .get("unsafe")
-        .and_then(|u| u.get("excess"))
-        .and_then(serde_json::Value::as_f64)
-    {
+    match t.violation_excess() {
         Some(x) if x > 0.0 => x,
         Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
         _ => 1.0,

@@ -558,8 +558,26 @@ fn startup_matches_random_and_options_are_checked() {
         "tpe"
     );
     let bad: toml::Table = toml::from_str("n_startup = 5").unwrap();
-    let e = crate::sampler::build("tpe", 1, Some(&bad)).err().unwrap();
-    assert!(e.contains("n_startup"), "{e}");
+    let e = crate::sampler::build("tpe", 1, Some(&bad))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("sampler.tpe: ") && e.contains("n_startup"),
+        "{e}"
+    );
+    let e = TpeSampler::with_options(
+        0,
+        TpeOptions {
+            n_ei_candidates: 0,
+            ..TpeOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "sampler.tpe.n_ei_candidates must be at least 1 (Optuna uses 24)"
+    );
 }
 
 #[test]
