@@ -56,10 +56,7 @@ impl StoredTrial {
 }
 
 fn invalid(message: String) -> StorageError {
-    StorageError::Invalid {
-        location: MEMORY_URL.into(),
-        message,
-    }
+    super::common::invalid(MEMORY_URL, message)
 }
 
 fn not_found(what: String) -> StorageError {
@@ -70,13 +67,7 @@ fn not_found(what: String) -> StorageError {
 }
 
 fn check_finite(what: &str, x: f64) -> Result<(), StorageError> {
-    if x.is_finite() {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "{what} is {x}; only finite values can be stored"
-        )))
-    }
+    super::common::check_finite(MEMORY_URL, what, x)
 }
 
 fn check_params(params: &Params) -> Result<(), StorageError> {
@@ -386,16 +377,6 @@ impl Storage for MemoryStorage {
         check_params(params)?;
         t.trial.params = params.clone();
         Ok(())
-    }
-
-    fn report_intermediate(
-        &self,
-        study: StudyId,
-        number: u64,
-        step: u64,
-        value: f64,
-    ) -> Result<(), StorageError> {
-        self.report_intermediates(study, number, &[(step, value)])
     }
 
     fn report_intermediates(

@@ -20,6 +20,7 @@
 //! Only trials whose lease expired are claimed again by others or re-queued
 //! ([`Storage::requeue_running`]); a live worker's trial is never touched.
 
+mod common;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -256,7 +257,9 @@ pub trait Storage: Send {
         number: u64,
         step: u64,
         value: f64,
-    ) -> Result<(), StorageError>;
+    ) -> Result<(), StorageError> {
+        self.report_intermediates(study, number, &[(step, value)])
+    }
 
     /// Records several intermediate values in one transaction (the values of one episode,
     /// persisted when it ends: a crash re-runs the whole trial anyway).
@@ -265,12 +268,7 @@ pub trait Storage: Send {
         study: StudyId,
         number: u64,
         values: &[(u64, f64)],
-    ) -> Result<(), StorageError> {
-        for &(step, value) in values {
-            self.report_intermediate(study, number, step, value)?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), StorageError>;
 
     /// Records a finished episode (replacing one with the same index).
     fn add_episode(

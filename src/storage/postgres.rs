@@ -34,6 +34,7 @@ use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
 use serde_json::{Map, Value};
 
+use super::common::{check_finite, corrupt, invalid, parse_attrs, to_i64};
 use super::{Lease, StorageError, StudyId, StudyRecord};
 use crate::space::Params;
 use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
@@ -170,42 +171,9 @@ impl<T> Ctx<T> for Result<T, ::postgres::Error> {
     }
 }
 
-fn corrupt(location: &str, message: String) -> StorageError {
-    StorageError::Corrupt {
-        location: location.into(),
-        message,
-    }
-}
-
-fn invalid(location: &str, message: String) -> StorageError {
-    StorageError::Invalid {
-        location: location.into(),
-        message,
-    }
-}
-
-fn check_finite(location: &str, what: &str, x: f64) -> Result<(), StorageError> {
-    if x.is_finite() {
-        Ok(())
-    } else {
-        Err(invalid(
-            location,
-            format!("{what} is {x}; only finite values can be stored"),
-        ))
-    }
-}
-
-fn to_i64(location: &str, what: &str, x: u64) -> Result<i64, StorageError> {
-    i64::try_from(x).map_err(|_| invalid(location, format!("{what} {x} is too large")))
-}
-
 /// A stored integer as the unsigned type it was written from, or Corrupt.
 fn from_i64<T: TryFrom<i64>>(location: &str, what: &str, x: i64) -> Result<T, StorageError> {
     T::try_from(x).map_err(|_| corrupt(location, format!("{what} is {x}")))
-}
-
-fn parse_attrs(location: &str, what: &str, text: &str) -> Result<Map<String, Value>, StorageError> {
-    serde_json::from_str(text).map_err(|e| corrupt(location, format!("attributes of {what}: {e}")))
 }
 
 /// Column `i` of a row; a type mismatch (a schema changed by hand) is a backend error.
@@ -1090,16 +1058,6 @@ impl super::Storage for PostgresStorage {
             )?;
             write_params(tx, loc, id, &params)
         })
-    }
-
-    fn report_intermediate(
-        &self,
-        study: StudyId,
-        number: u64,
-        step: u64,
-        value: f64,
-    ) -> Result<(), StorageError> {
-        self.report_intermediates(study, number, &[(step, value)])
     }
 
     fn report_intermediates(

@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
+use super::common::{check_finite, corrupt, invalid, parse_attrs, to_i64};
 use super::{Lease, StorageError, StudyId, StudyRecord};
 use crate::space::Params;
 use crate::trial::{now_utc, Direction, EpisodeRecord, FrozenTrial, TrialState};
@@ -133,39 +134,6 @@ impl<T> Ctx<T> for rusqlite::Result<T> {
     fn ctx(self, location: &str, op: &str) -> Result<T, StorageError> {
         self.map_err(|e| backend(location, op, e))
     }
-}
-
-fn corrupt(location: &str, message: String) -> StorageError {
-    StorageError::Corrupt {
-        location: location.into(),
-        message,
-    }
-}
-
-fn invalid(location: &str, message: String) -> StorageError {
-    StorageError::Invalid {
-        location: location.into(),
-        message,
-    }
-}
-
-fn check_finite(location: &str, what: &str, x: f64) -> Result<(), StorageError> {
-    if x.is_finite() {
-        Ok(())
-    } else {
-        Err(invalid(
-            location,
-            format!("{what} is {x}; only finite values can be stored"),
-        ))
-    }
-}
-
-fn to_i64(location: &str, what: &str, x: u64) -> Result<i64, StorageError> {
-    i64::try_from(x).map_err(|_| invalid(location, format!("{what} {x} is too large")))
-}
-
-fn parse_attrs(location: &str, what: &str, text: &str) -> Result<Map<String, Value>, StorageError> {
-    serde_json::from_str(text).map_err(|e| corrupt(location, format!("attributes of {what}: {e}")))
 }
 
 /// The id, state and study name of a trial, or NotFound.
@@ -988,16 +956,6 @@ impl super::Storage for SqliteStorage {
             )?;
             write_params(tx, loc, id, params)
         })
-    }
-
-    fn report_intermediate(
-        &self,
-        study: StudyId,
-        number: u64,
-        step: u64,
-        value: f64,
-    ) -> Result<(), StorageError> {
-        self.report_intermediates(study, number, &[(step, value)])
     }
 
     fn report_intermediates(
