@@ -651,6 +651,31 @@ impl Study {
         self.prune(number, UNSAFE_REASON, value)
     }
 
+    /// The operator's verdict on a finished trial, whatever it was: `FAIL` with `note` as its
+    /// reason, or (`violation`) unsafe: PRUNED for the reason `unsafe`, a constraint
+    /// violation the samplers learn from as they do from the robot's safety stops.
+    pub fn judge(
+        &mut self,
+        number: u64,
+        violation: Option<&ConstraintViolation>,
+        note: &str,
+    ) -> Result<(), StudyError> {
+        match violation {
+            Some(v) => {
+                self.set_attr(number, UNSAFE_ATTR, v.to_attr())?;
+                self.storage
+                    .set_verdict(self.id, number, TrialState::Pruned, UNSAFE_REASON)?;
+            }
+            None => self
+                .storage
+                .set_verdict(self.id, number, TrialState::Fail, note)?,
+        }
+        if let Some(t) = self.storage.get_trial(self.id, number)? {
+            self.sampler.tell(&t);
+        }
+        self.save_sampler_state()
+    }
+
     /// Marks a trial FAIL with a reason (kept as the trial attribute `fail_reason`).
     pub fn fail(&mut self, number: u64, reason: &str) -> Result<(), StudyError> {
         self.finish(number, TrialState::Fail, None, Some(reason))

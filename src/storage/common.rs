@@ -2,6 +2,7 @@
 //! with the same words.
 
 use super::StorageError;
+use crate::trial::TrialState;
 
 /// Stored data that cannot be decoded.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -46,4 +47,28 @@ pub(super) fn parse_attrs(
     text: &str,
 ) -> Result<serde_json::Map<String, serde_json::Value>, StorageError> {
     serde_json::from_str(text).map_err(|e| corrupt(location, format!("attributes of {what}: {e}")))
+}
+
+/// Refuses an operator's verdict on a trial that is not finished, or one other than FAIL or
+/// PRUNED.
+pub(super) fn check_verdict(
+    location: &str,
+    number: u64,
+    study: &str,
+    was: TrialState,
+    state: TrialState,
+) -> Result<(), StorageError> {
+    if !was.is_finished() {
+        return Err(invalid(
+            location,
+            format!("trial {number} of study {study:?} is {was}: a verdict is for a finished trial (skip a running one instead)"),
+        ));
+    }
+    if !matches!(state, TrialState::Fail | TrialState::Pruned) {
+        return Err(invalid(
+            location,
+            format!("a verdict makes a trial FAIL or PRUNED, not {state}"),
+        ));
+    }
+    Ok(())
 }

@@ -307,6 +307,30 @@ impl Storage for MemoryStorage {
         }
     }
 
+    fn set_verdict(
+        &self,
+        study: StudyId,
+        number: u64,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        let mut store = self.lock();
+        let name = store.study(study)?.record.name.clone();
+        let t = store.trial_mut(study, number)?;
+        super::common::check_verdict(MEMORY_URL, number, &name, t.trial.state, state)?;
+        t.trial.state = state;
+        if state == TrialState::Fail {
+            t.trial.value = None;
+            t.trial.prune_reason = None;
+            t.trial
+                .attrs
+                .insert("fail_reason".into(), Value::String(reason.into()));
+        } else {
+            t.trial.prune_reason = Some(reason.into());
+        }
+        Ok(())
+    }
+
     fn set_trial_state(
         &self,
         study: StudyId,

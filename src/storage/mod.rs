@@ -242,6 +242,17 @@ pub trait Storage: Send {
         reason: Option<&str>,
     ) -> Result<(), StorageError>;
 
+    /// The operator's verdict on a FINISHED trial: makes it FAIL (its value is dropped) or
+    /// PRUNED with `reason` (e.g. `unsafe`; its value stays), whatever it was. The only change
+    /// a finished trial accepts; refused for a trial still running or waiting.
+    fn set_verdict(
+        &self,
+        study: StudyId,
+        number: u64,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<(), StorageError>;
+
     /// Replaces the parameters of an unfinished trial.
     fn set_trial_params(
         &self,

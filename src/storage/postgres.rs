@@ -1040,6 +1040,45 @@ impl super::Storage for PostgresStorage {
         })
     }
 
+    fn set_verdict(
+        &self,
+        study: StudyId,
+        number: u64,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        let reason = reason.to_string();
+        self.write("set the operator's verdict", move |tx, loc| {
+            let t = lock_trial(tx, loc, study, number)?;
+            super::common::check_verdict(loc, number, &t.study_name, t.state, state)?;
+            let op = "set the operator's verdict";
+            if state == TrialState::Fail {
+                tx.execute(
+                    "UPDATE gaittune_trials SET state = 'FAIL', value = NULL, prune_reason = NULL
+                     WHERE id = $1",
+                    &[&t.id],
+                )
+                .ctx(loc, op)?;
+                update_attrs(
+                    tx,
+                    loc,
+                    "gaittune_trials",
+                    t.id,
+                    &format!("trial {number}"),
+                    "fail_reason",
+                    &Value::String(reason),
+                )
+            } else {
+                tx.execute(
+                    "UPDATE gaittune_trials SET state = 'PRUNED', prune_reason = $1 WHERE id = $2",
+                    &[&reason, &t.id],
+                )
+                .ctx(loc, op)?;
+                Ok(())
+            }
+        })
+    }
+
     fn set_trial_params(
         &self,
         study: StudyId,

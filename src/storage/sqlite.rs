@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::common::{check_finite, corrupt, invalid, parse_attrs, to_i64};
+use super::common::{check_finite, check_verdict, corrupt, invalid, parse_attrs, to_i64};
 use super::{Lease, StorageError, StudyId, StudyRecord};
 use crate::space::Params;
 use crate::trial::{now_utc, Direction, EpisodeRecord, FrozenTrial, TrialState};
@@ -936,6 +936,43 @@ impl super::Storage for SqliteStorage {
                 .ctx(loc, op)?;
             }
             Ok(())
+        })
+    }
+
+    fn set_verdict(
+        &self,
+        study: StudyId,
+        number: u64,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        self.write("set the operator's verdict", |tx, loc| {
+            let (id, was, name) = find_trial(tx, loc, study, number)?;
+            check_verdict(loc, number, &name, was, state)?;
+            let op = "set the operator's verdict";
+            if state == TrialState::Fail {
+                tx.execute(
+                    "UPDATE trials SET state = 'FAIL', value = NULL, prune_reason = NULL WHERE id = ?1",
+                    [id],
+                )
+                .ctx(loc, op)?;
+                update_attrs(
+                    tx,
+                    loc,
+                    "trials",
+                    id,
+                    &format!("trial {number}"),
+                    "fail_reason",
+                    &Value::String(reason.into()),
+                )
+            } else {
+                tx.execute(
+                    "UPDATE trials SET state = 'PRUNED', prune_reason = ?1 WHERE id = ?2",
+                    params![reason, id],
+                )
+                .ctx(loc, op)?;
+                Ok(())
+            }
         })
     }
 

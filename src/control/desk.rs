@@ -1,0 +1,204 @@
+//! The operator's desk: what the operator asked for (stop, release, pause, skip, go) and what
+//! the daemon is doing (its status), shared between the control endpoints (the socket, later
+//! the dashboard) and the trial loop. The endpoints write requests from their own threads;
+//! the trial loop reads them at the points where it can act, and is woken when one arrives.
+//! No I/O here.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+/// A request that interrupts the trial in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruption {
+    /// EStop (already sent by the endpoint): re-queue the trial, wait for release.
+    Stop {
+        /// Who asked (e.g. `ctl (uid 1000)`).
+        by: String,
+    },
+    /// Abort the trial in flight and record it PRUNED for the reason `operator`.
+    Skip {
+        /// Who asked.
+        by: String,
+    },
+    /// Abort the episode, re-queue the trial, and pause.
+    PauseNow {
+        /// Who asked.
+        by: String,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    stopped: bool,
+    paused: bool,
+    go_count: u64,
+    /// Requests that interrupt a trial, in order; the trial loop takes them.
+    disruptions: Vec<Disruption>,
+    status: Map<String, Value>,
+}
+
+/// The shared desk (cheap to clone).
+#[derive(Clone)]
+pub struct Desk {
+    state: Arc<Mutex<State>>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Desk {
+    /// An empty desk: nothing asked, an empty status.
+    pub fn new() -> Desk {
+        Desk {
+            state: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that wakes the trial loop on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The operator stopped the robot (the endpoint has sent EStop already). Returns whether
+    /// it was already stopped.
+    pub fn stop(&self, by: &str) -> bool {
+        let was = {
+            let mut s = self.lock();
+            let was = s.stopped;
+            s.stopped = true;
+            s.disruptions.push(Disruption::Stop { by: by.into() });
+            was
+        };
+        self.changed();
+        was
+    }
+
+    /// The operator released the stop. Returns whether the robot was stopped.
+    pub fn release(&self) -> bool {
+        let was = std::mem::replace(&mut self.lock().stopped, false);
+        self.changed();
+        was
+    }
+
+    /// Whether the operator's stop holds.
+    pub fn stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// Pause after the trial in flight (`now`: abort it and re-queue it first).
+    pub fn pause(&self, now: bool, by: &str) {
+        {
+            let mut s = self.lock();
+            s.paused = true;
+            if now {
+                s.disruptions.push(Disruption::PauseNow { by: by.into() });
+            }
+        }
+        self.changed();
+    }
+
+    /// Resume after a pause. Returns whether it was paused.
+    pub fn resume(&self) -> bool {
+        let was = std::mem::replace(&mut self.lock().paused, false);
+        self.changed();
+        was
+    }
+
+    /// Whether the operator paused the study.
+    pub fn paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Skip the trial in flight.
+    pub fn skip(&self, by: &str) {
+        self.lock()
+            .disruptions
+            .push(Disruption::Skip { by: by.into() });
+        self.changed();
+    }
+
+    /// The operator's go for the next episode.
+    pub fn go(&self) {
+        self.lock().go_count += 1;
+        self.changed();
+    }
+
+    /// How many gos the operator has given.
+    pub fn go_count(&self) -> u64 {
+        self.lock().go_count
+    }
+
+    /// Takes the requests that interrupt a trial, oldest first.
+    pub fn take_disruptions(&self) -> Vec<Disruption> {
+        std::mem::take(&mut self.lock().disruptions)
+    }
+
+    /// Sets status fields (merged into the status).
+    pub fn report(&self, fields: Value) {
+        if let Value::Object(map) = fields {
+            self.lock().status.extend(map);
+        }
+    }
+
+    /// The status: what the daemon reported, plus the desk's own flags.
+    pub fn status(&self) -> Value {
+        let s = self.lock();
+        let mut status = s.status.clone();
+        status.insert("stopped_by_operator".into(), json!(s.stopped));
+        status.insert("paused".into(), json!(s.paused));
+        Value::Object(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_kept_in_order_and_wake_the_loop() {
+        let desk = Desk::new();
+        let mut rx = desk.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        assert!(!desk.stop("ctl"));
+        desk.skip("dashboard");
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        assert_eq!(
+            desk.take_disruptions(),
+            vec![
+                Disruption::Stop { by: "ctl".into() },
+                Disruption::Skip {
+                    by: "dashboard".into()
+                }
+            ]
+        );
+        assert!(desk.take_disruptions().is_empty());
+        assert!(desk.stopped() && desk.release() && !desk.stopped());
+        desk.pause(true, "ctl");
+        assert!(desk.paused());
+        assert_eq!(desk.take_disruptions().len(), 1);
+        assert!(desk.resume() && !desk.paused());
+        desk.go();
+        assert_eq!(desk.go_count(), 1);
+        desk.report(json!({"trial": 3}));
+        desk.report(json!({"waiting_for": "Ready"}));
+        let s = desk.status();
+        assert_eq!((s["trial"].clone(), s["waiting_for"].clone()), (json!(3), json!("Ready")));
+        assert!(rx.has_changed().unwrap());
+    }
+}
