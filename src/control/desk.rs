@@ -198,7 +198,10 @@ mod tests {
         desk.report(json!({"trial": 3}));
         desk.report(json!({"waiting_for": "Ready"}));
         let s = desk.status();
-        assert_eq!((s["trial"].clone(), s["waiting_for"].clone()), (json!(3), json!("Ready")));
+        assert_eq!(
+            (s["trial"].clone(), s["waiting_for"].clone()),
+            (json!(3), json!("Ready"))
+        );
         assert!(rx.has_changed().unwrap());
     }
 }

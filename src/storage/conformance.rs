@@ -166,27 +166,31 @@ pub fn a_restarted_worker_requeues_its_own_trials(pair: &Pair) {
 pub fn a_verdict_changes_only_finished_trials(pair: &Pair) {
     let (a, _) = pair();
     let id = study(&*a);
-    let done = a.create_trial(id, TrialState::Running, &params(1.0)).unwrap();
+    let done = a
+        .create_trial(id, TrialState::Running, &params(1.0))
+        .unwrap();
     a.set_trial_state(id, done, TrialState::Complete, Some(2.0), None)
         .unwrap();
-    let running = a.create_trial(id, TrialState::Running, &params(2.0)).unwrap();
+    let running = a
+        .create_trial(id, TrialState::Running, &params(2.0))
+        .unwrap();
     assert!(matches!(
         a.set_verdict(id, running, TrialState::Fail, "no"),
         Err(StorageError::Invalid { .. })
     ));
-    a.set_verdict(id, done, TrialState::Pruned, "unsafe").unwrap();
+    a.set_verdict(id, done, TrialState::Pruned, "unsafe")
+        .unwrap();
     let t = a.get_trial(id, done).unwrap().unwrap();
     assert_eq!(
         (t.state, t.prune_reason.as_deref(), t.value),
         (TrialState::Pruned, Some("unsafe"), Some(2.0))
     );
-    a.set_verdict(id, done, TrialState::Fail, "scraped a leg").unwrap();
+    a.set_verdict(id, done, TrialState::Fail, "scraped a leg")
+        .unwrap();
     let t = a.get_trial(id, done).unwrap().unwrap();
     assert_eq!((t.state, t.value), (TrialState::Fail, None));
     assert_eq!(t.attrs["fail_reason"], serde_json::json!("scraped a leg"));
-    assert!(a
-        .set_verdict(id, done, TrialState::Complete, "x")
-        .is_err());
+    assert!(a.set_verdict(id, done, TrialState::Complete, "x").is_err());
 }
 
 /// A study can be deleted with its trials; others stay.
