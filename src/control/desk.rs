@@ -4,17 +4,24 @@
 //! the trial loop reads them at the points where it can act, and is woken when one arrives.
 //! No I/O here.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// Events kept for a client that joins late (the live view of the episode in flight).
+const RECENT_EVENTS: usize = 2000;
+/// Events buffered per subscriber before a slow one starts missing them.
+const EVENT_BUFFER: usize = 8192;
 
 /// A request that interrupts the trial in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disruption {
     /// EStop (already sent by the endpoint): re-queue the trial, wait for release.
     Stop {
-        /// Who asked (e.g. `ctl (uid 1000)`).
+        /// Who asked (e.g. `ctl (uid 1000, pid 4242)`).
         by: String,
     },
     /// Abort the trial in flight and record it PRUNED for the reason `operator`.
@@ -29,14 +36,34 @@ pub enum Disruption {
     },
 }
 
+impl Disruption {
+    /// Who asked for it.
+    pub fn by(&self) -> &str {
+        match self {
+            Disruption::Stop { by } | Disruption::Skip { by } | Disruption::PauseNow { by } => by,
+        }
+    }
+
+    /// The operator's action, as recorded (`stop`, `skip`, `pause`).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Disruption::Stop { .. } => "stop",
+            Disruption::Skip { .. } => "skip",
+            Disruption::PauseNow { .. } => "pause",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     stopped: bool,
     paused: bool,
     go_count: u64,
+    releases_done: u64,
     /// Requests that interrupt a trial, in order; the trial loop takes them.
     disruptions: Vec<Disruption>,
     status: Map<String, Value>,
+    recent: VecDeque<Arc<str>>,
 }
 
 /// The shared desk (cheap to clone).
@@ -44,6 +71,14 @@ struct State {
 pub struct Desk {
     state: Arc<Mutex<State>>,
     version: Arc<watch::Sender<u64>>,
+    events: broadcast::Sender<Arc<str>>,
+}
+
+/// Seconds since the Unix epoch, for event timestamps.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Default for Desk {
@@ -58,6 +93,7 @@ impl Desk {
         Desk {
             state: Arc::default(),
             version: Arc::new(watch::channel(0).0),
+            events: broadcast::channel(EVENT_BUFFER).0,
         }
     }
 
@@ -146,6 +182,70 @@ impl Desk {
     /// Takes the requests that interrupt a trial, oldest first.
     pub fn take_disruptions(&self) -> Vec<Disruption> {
         std::mem::take(&mut self.lock().disruptions)
+    }
+
+    /// Whether a request that interrupts a trial is waiting.
+    pub fn has_disruption(&self) -> bool {
+        !self.lock().disruptions.is_empty()
+    }
+
+    /// The trial loop has sent ClearEStop after a release and the robot acknowledged it.
+    pub fn release_done(&self) {
+        self.lock().releases_done += 1;
+    }
+
+    /// How many releases the trial loop has carried out.
+    pub fn releases_done(&self) -> u64 {
+        self.lock().releases_done
+    }
+
+    /// Waits (blocking, for an endpoint's thread) until `done` holds or `limit` passes;
+    /// returns whether it held.
+    pub fn wait_until(&self, limit: Duration, done: impl Fn(&Desk) -> bool) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if done(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done(self)
+    }
+
+    /// Publishes an event to every subscriber (dashboards, the `--events` file). `event`
+    /// names it; `fields` (an object) says the rest; a timestamp `t` (Unix seconds) is added.
+    pub fn publish(&self, event: &str, fields: Value) {
+        let mut map = Map::new();
+        map.insert("t".into(), json!(unix_now()));
+        map.insert("event".into(), json!(event));
+        if let Value::Object(fields) = fields {
+            map.extend(fields);
+        }
+        let line: Arc<str> = Value::Object(map).to_string().into();
+        // Sent under the lock, so a client joining never sees an event twice or misses one.
+        let mut s = self.lock();
+        if event == "episode_started" {
+            s.recent.clear();
+        }
+        if s.recent.len() == RECENT_EVENTS {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(line.clone());
+        let _ = self.events.send(line);
+    }
+
+    /// The events published from now on, each a JSON object serialised on one line.
+    pub fn events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.events.subscribe()
+    }
+
+    /// The events already published since the episode in flight began (or the last
+    /// [`RECENT_EVENTS`]), oldest first, and a receiver for the ones after them: what a
+    /// client joining late needs for the live view.
+    pub fn recent_and_subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+        let s = self.lock();
+        let rx = self.events.subscribe();
+        (s.recent.iter().cloned().collect(), rx)
     }
 
     /// Sets status fields (merged into the status).

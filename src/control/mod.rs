@@ -9,6 +9,7 @@
 //! second signal of any kind sends EStop again and exits at once, with the same status. A
 //! panic anywhere sends EStop from the panic hook before unwinding.
 
+pub mod commands;
 pub mod desk;
 
 use std::io::Write;
