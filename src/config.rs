@@ -158,6 +158,10 @@ pub struct RobotConfig {
     /// After a silence, how long to keep trying the handshake again before giving up, ms.
     #[serde(default = "default_reconnect")]
     pub reconnect_ms: u64,
+    /// Hold before every episode until the operator gives the go (`gaittune ctl go`, or the
+    /// dashboard's go button): for sessions where a person watches the robot.
+    #[serde(default)]
+    pub operator_go: bool,
 }
 
 /// `[sim]`: the simulated robot the daemon starts when `robot.device = "sim"`.

@@ -34,6 +34,13 @@ struct StudyArgs {
     /// have checked it is safe to move.
     #[arg(long)]
     release_latch: bool,
+    /// Serve the operator's control socket here (default: in the runtime directory, named
+    /// after the study; the path is printed at start). `gaittune ctl` talks to it.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Write every trial and robot event (steps included) as JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +59,10 @@ enum Cmd {
         /// Set by --workers for each of its daemons.
         #[arg(long, hide = true)]
         worker_index: Option<u32>,
+        /// Run the simulated robot at wall-clock speed (20 ms per step, a 1.5 s reset), as a
+        /// hardware session would: for rehearsing a session with the operator's controls.
+        #[arg(long)]
+        realtime: bool,
     },
     /// Re-evaluate a study's best trials with more episodes each and report the likely best
     /// by mean return (no new trials).
@@ -75,6 +86,9 @@ enum Cmd {
     /// delays and reorders frames, stalls the line, reboots the robot.
     #[command(after_help = gaittune::chaos::FAULT_HELP)]
     Chaos(gaittune::chaos::ChaosOptions),
+    /// Operate a running `gaittune run` from another terminal: status, stop, release, pause,
+    /// resume, skip, fail, enqueue, go.
+    Ctl(gaittune::control::ctl::CtlOptions),
     /// List the studies of a storage (read-only), or delete or copy one.
     Studies {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -103,9 +117,17 @@ fn run_study(
     trials: Option<u64>,
     reevaluate: Option<(u32, u32)>,
     worker_index: Option<u32>,
+    realtime: bool,
     interrupts: Interrupts,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if realtime {
+        if !config.uses_sim() {
+            anyhow::bail!("--realtime slows the simulated robot to wall-clock speed; a real robot runs in real time already (remove --realtime)");
+        }
+        config.sim.step_delay_ms = 20.0;
+        config.sim.reset_delay_ms = config.sim.reset_delay_ms.max(1500.0);
+    }
     let stopped_by = interrupts.clone();
     let outcome = daemon::run(
         config,
@@ -117,6 +139,10 @@ fn run_study(
             reevaluate_top: reevaluate.map(|r| r.0),
             reevaluate_episodes: reevaluate.map(|r| r.1),
             worker_index,
+            control: daemon::ControlOptions {
+                socket: args.control,
+                events: args.events,
+            },
         },
         interrupts,
     )?;
@@ -221,7 +247,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Studies { .. } | Cmd::Export { .. } => None,
+        Cmd::Sim(_)
+        | Cmd::Chaos(_)
+        | Cmd::Ctl(_)
+        | Cmd::Studies { .. }
+        | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -294,13 +324,21 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             args,
             trials,
             worker_index,
+            realtime,
             ..
-        } => run_study(args, trials, None, worker_index, installed()?),
+        } => run_study(args, trials, None, worker_index, realtime, installed()?),
         Cmd::Reevaluate {
             args,
             top,
             episodes,
-        } => run_study(args, Some(0), Some((top, episodes)), None, installed()?),
+        } => run_study(
+            args,
+            Some(0),
+            Some((top, episodes)),
+            None,
+            false,
+            installed()?,
+        ),
         Cmd::Sim(opts) => {
             // Started by the daemon, the simulated robot inherits its blocked stop signals.
             control::unblock_stop_signals().context("unblocking the stop signals")?;
@@ -327,6 +365,7 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             gaittune::chaos::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Ctl(opts) => Ok(ExitCode::from(gaittune::control::ctl::run(&opts)? as u8)),
         Cmd::Studies { storage, action } => studies(&storage, action),
         Cmd::Export {
             storage,

@@ -109,7 +109,7 @@ pub struct TrialHandle {
 }
 
 /// How many trials are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateCounts {
     /// RUNNING trials.
     pub running: u64,

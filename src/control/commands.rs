@@ -87,7 +87,8 @@ pub trait StudyActions: Send + Sync {
     /// Validates `params` against the search space and the firmware's limits and enqueues
     /// them; returns what was enqueued.
     fn enqueue(&self, params: &Map<String, Value>, by: &str) -> Result<String, String>;
-    /// The study's trials as JSON (number, state, value, params, intermediate values, attrs).
+    /// The study's trials as JSON, as `gaittune export` writes them (number, state, value,
+    /// params, intermediate `[[step, value], …]`, prune_reason, attrs, …).
     fn trials(&self) -> Result<Value, String>;
 }
 

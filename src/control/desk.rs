@@ -56,7 +56,8 @@ impl Disruption {
 
 #[derive(Debug, Default)]
 struct State {
-    stopped: bool,
+    /// Who stopped the robot, while the operator's stop holds.
+    stopped_by: Option<String>,
     paused: bool,
     go_count: u64,
     releases_done: u64,
@@ -110,13 +111,12 @@ impl Desk {
         self.version.subscribe()
     }
 
-    /// The operator stopped the robot (the endpoint has sent EStop already). Returns whether
+    /// The operator stops the robot (the endpoint writes EStop right after). Returns whether
     /// it was already stopped.
     pub fn stop(&self, by: &str) -> bool {
         let was = {
             let mut s = self.lock();
-            let was = s.stopped;
-            s.stopped = true;
+            let was = s.stopped_by.replace(by.into()).is_some();
             s.disruptions.push(Disruption::Stop { by: by.into() });
             was
         };
@@ -126,14 +126,19 @@ impl Desk {
 
     /// The operator released the stop. Returns whether the robot was stopped.
     pub fn release(&self) -> bool {
-        let was = std::mem::replace(&mut self.lock().stopped, false);
+        let was = self.lock().stopped_by.take().is_some();
         self.changed();
         was
     }
 
     /// Whether the operator's stop holds.
     pub fn stopped(&self) -> bool {
-        self.lock().stopped
+        self.lock().stopped_by.is_some()
+    }
+
+    /// Who stopped the robot, while the operator's stop holds.
+    pub fn stopped_by(&self) -> Option<String> {
+        self.lock().stopped_by.clone()
     }
 
     /// Pause after the trial in flight (`now`: abort it and re-queue it first).
@@ -222,6 +227,11 @@ impl Desk {
             map.extend(fields);
         }
         let line: Arc<str> = Value::Object(map).to_string().into();
+        if event == "step" {
+            tracing::trace!(target: "gaittune::events", "{line}");
+        } else {
+            tracing::debug!(target: "gaittune::events", "{line}");
+        }
         // Sent under the lock, so a client joining never sees an event twice or misses one.
         let mut s = self.lock();
         if event == "episode_started" {
@@ -259,7 +269,8 @@ impl Desk {
     pub fn status(&self) -> Value {
         let s = self.lock();
         let mut status = s.status.clone();
-        status.insert("stopped_by_operator".into(), json!(s.stopped));
+        status.insert("stopped_by_operator".into(), json!(s.stopped_by.is_some()));
+        status.insert("stopped_by".into(), json!(s.stopped_by));
         status.insert("paused".into(), json!(s.paused));
         Value::Object(status)
     }

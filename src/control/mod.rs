@@ -10,7 +10,10 @@
 //! panic anywhere sends EStop from the panic hook before unwinding.
 
 pub mod commands;
+pub mod ctl;
 pub mod desk;
+pub mod events;
+pub mod socket;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -8,6 +8,7 @@
 
 pub mod firmware;
 pub mod fleet;
+pub mod operator;
 pub mod progress;
 mod sim_process;
 mod summary;
@@ -31,11 +32,13 @@ use crate::study::Study;
 use crate::trial::{FrozenTrial, TrialState};
 
 pub use firmware::{baseline_params, check_space_against_firmware};
+pub use operator::ControlOptions;
 pub use trial_loop::{INCIDENTS_ATTR, MAX_FAILED_IN_A_ROW, MAX_FAULTS_PER_TRIAL};
 
 use sim_process::SimProcess;
 use summary::print_summary;
 use trial_loop::{Failpoint, TrialRunner};
+use operator::DaemonActions;
 use worker::{LeaseKeeper, StudyWorker};
 
 /// Command-line overrides of a config.
@@ -56,6 +59,8 @@ pub struct RunOverrides {
     /// This daemon is worker `i` of `gaittune run --workers N`: its simulated robot's seed
     /// is `sim.seed + i`, its event log `NAME.w<i>.EXT`, and only worker 0 re-evaluates.
     pub worker_index: Option<u32>,
+    /// The operator's controls: the control socket, the event stream.
+    pub control: ControlOptions,
 }
 
 /// How a run ended (errors aside).
@@ -94,7 +99,10 @@ pub fn run(
     if let Some(n) = overrides.reevaluate_episodes {
         config.study.reevaluate_episodes = n;
     }
+    let mut control = overrides.control;
     if let Some(i) = overrides.worker_index {
+        control.socket = control.socket.map(|p| worker_path(&p, i));
+        control.events = control.events.map(|p| worker_path(&p, i));
         config.sim.seed = config.sim.seed.wrapping_add(i as u64);
         if let Some(log) = &config.sim.event_log {
             config.sim.event_log = Some(worker_path(log, i));
@@ -110,7 +118,13 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(config, interrupts, release_latch))
+    rt.block_on(run_async(
+        config,
+        interrupts,
+        release_latch,
+        control,
+        overrides.worker_index,
+    ))
 }
 
 /// `events.jsonl` → `events.w2.jsonl`: worker `i`'s own event log.
@@ -154,6 +168,8 @@ async fn run_async(
     config: Config,
     interrupts: Interrupts,
     release_latch: bool,
+    control: ControlOptions,
+    worker_index: Option<u32>,
 ) -> Result<RunOutcome> {
     // The worker is named after its robot: a device, or a simulated robot by its seed (which
     // --workers varies), so that a restart on the same robot recognises its earlier trials.
@@ -252,6 +268,17 @@ async fn run_async(
     let study_name = study.name().to_string();
     let direction = study.direction();
     let worker = StudyWorker::spawn(study).context("starting the storage thread")?;
+    let controls = operator::Controls::open(
+        &config,
+        &control,
+        worker_index,
+        &study_name,
+        DaemonActions {
+            study: worker.handle(),
+            space: space.clone(),
+            info: info.clone(),
+        },
+    )?;
     let mut runner = TrialRunner {
         config: &config,
         info,
@@ -271,9 +298,14 @@ async fn run_async(
         first,
         lease: LeaseKeeper::start(worker.handle(), lease.duration),
         waiting_noted: false,
+        desk: controls.desk.clone(),
+        gos_used: 0,
+        operator_latched: false,
+        waiting_for: None,
     };
     let outcome = runner.run_all().await;
     drop(runner);
+    drop(controls);
     global_slot().disarm();
     drop(link);
     drop(sim);

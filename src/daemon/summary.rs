@@ -17,6 +17,23 @@ pub(super) enum TrialEnd {
     Failed(String),
 }
 
+impl TrialEnd {
+    /// The `trial_finished` event of trial `number` ending so.
+    pub(super) fn to_event(&self, number: u64) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            TrialEnd::Complete(v) => json!({ "trial": number, "state": "COMPLETE", "value": v }),
+            TrialEnd::Unsafe(why) => {
+                json!({ "trial": number, "state": "PRUNED", "reason": "unsafe", "detail": why })
+            }
+            TrialEnd::Poor { step, value } => json!({
+                "trial": number, "state": "PRUNED", "reason": "poor", "step": step, "last": value
+            }),
+            TrialEnd::Failed(why) => json!({ "trial": number, "state": "FAIL", "reason": why }),
+        }
+    }
+}
+
 /// `name=value` pairs of a parameter set, floats at four significant digits.
 pub(super) fn format_params(space: &SearchSpace, params: &Params) -> String {
     params

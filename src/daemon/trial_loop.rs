@@ -14,11 +14,13 @@ use firmware_protocol::{EpisodeStatus, NackCode, RobotState, Step, TripReason};
 use serde_json::{json, Value};
 
 use super::firmware::{applied_params, firmware_values};
+use super::operator::log_operator_action;
 use super::progress::TrialProgress;
 use super::summary::{format_params, print_end, TrialEnd};
 use super::worker::{LeaseKeeper, StudyWorker};
 use super::{count_finished, guard_step, pending_reevaluation, RunOutcome, PRUNE_POOR};
 use crate::config::Config;
+use crate::control::desk::{Desk, Disruption};
 use crate::control::{global_slot, Interrupts};
 use crate::evaluation;
 use crate::pruner::{PruneRequest, Pruner};
@@ -36,6 +38,9 @@ pub const MAX_FAULTS_PER_TRIAL: u32 = 3;
 /// Trials failed by faults in a row that stop the run (the link is too unreliable).
 pub const MAX_FAILED_IN_A_ROW: u32 = 3;
 
+/// The prune reason of a trial the operator skipped.
+pub const OPERATOR_REASON: &str = "operator";
+
 /// The trial attribute listing the link incidents a trial met.
 pub const INCIDENTS_ATTR: &str = "link_incidents";
 
@@ -45,6 +50,8 @@ pub(super) enum Stop {
     Link(LinkError),
     /// Another worker took the trial over (this one was silent longer than its lease).
     LeaseLost(String),
+    /// The operator interrupted the trial in flight (stop, skip, pause now).
+    Operator(Disruption),
     Other(anyhow::Error),
 }
 
@@ -78,6 +85,31 @@ macro_rules! or_interrupt {
             biased;
             _ = interrupts.wait() => return Err(Stop::Interrupted),
             r = $fut => r,
+        }
+    }};
+}
+
+/// Like `or_interrupt!`, and also returns `Err(Stop::Operator(_))` when the operator
+/// interrupts the trial (stop, skip, pause now). Only around waits that are cancel-safe and
+/// leave the link consistent when dropped (`wait_ready`, `next_event`), never around a
+/// command.
+macro_rules! or_operator {
+    ($self:ident, $fut:expr) => {{
+        let mut interrupts = $self.interrupts.clone();
+        let desk = $self.desk.clone();
+        let mut desk_rx = desk.subscribe();
+        let fut = $fut;
+        tokio::pin!(fut);
+        loop {
+            if let Some(d) = most_urgent(&desk) {
+                return Err(Stop::Operator(d));
+            }
+            tokio::select! {
+                biased;
+                _ = interrupts.wait() => return Err(Stop::Interrupted),
+                _ = desk_rx.changed() => continue,
+                r = &mut fut => break r,
+            }
         }
     }};
 }
@@ -190,28 +222,28 @@ pub(super) struct TrialRunner<'a> {
     pub lease: LeaseKeeper,
     /// "Waiting for other workers" was said since the last trial.
     pub waiting_noted: bool,
+    /// The operator's requests and the daemon's status, shared with the control endpoints.
+    pub desk: Desk,
+    /// The operator's gos used so far (`[robot] operator_go`).
+    pub gos_used: u64,
+    /// The robot is latched by an operator's stop: release it when the operator says so.
+    pub operator_latched: bool,
+    /// What the daemon last said it waits for.
+    pub waiting_for: Option<String>,
 }
 
 impl TrialRunner<'_> {
     pub async fn run_all(&mut self) -> anyhow::Result<RunOutcome> {
         let size = self.config.study.trials;
         loop {
+            if let Err(stop) = self.hold().await {
+                return self.stopped_outside_trial(stop, "the study").await;
+            }
             let finished = count_finished(&self.study.call(|s| s.trials()).await?);
             if finished >= size {
                 return match self.reevaluate().await {
                     Ok(()) => Ok(RunOutcome::Finished),
-                    Err(Stop::Interrupted) => self.stop_interrupted(None).await,
-                    Err(Stop::LeaseLost(why)) => Err(anyhow!(why)),
-                    Err(Stop::Link(e)) => {
-                        global_slot().fire();
-                        Err(anyhow!(e).context(
-                            "re-evaluation stopped; what ran is saved — rerun to finish it",
-                        ))
-                    }
-                    Err(Stop::Other(e)) => {
-                        global_slot().fire();
-                        Err(e.context("re-evaluation stopped; what ran is saved"))
-                    }
+                    Err(stop) => self.stopped_outside_trial(stop, "re-evaluation").await,
                 };
             }
             if self.interrupts.requested() {
@@ -247,6 +279,15 @@ impl TrialRunner<'_> {
             self.lease.watch(trial.number);
             self.waiting_noted = false;
             let started = Instant::now();
+            let shown = self.space.external_params(&trial.params);
+            self.desk.report(json!({
+                "trial": trial.number, "params": shown, "episode": null, "step": null,
+                "trial_started": crate::control::desk::unix_now(),
+            }));
+            self.desk.publish(
+                "trial_started",
+                json!({ "trial": trial.number, "params": shown, "position": finished + 1, "size": size }),
+            );
             outln!(
                 "trial {:>4} [{}/{}] {}",
                 trial.number,
@@ -264,11 +305,21 @@ impl TrialRunner<'_> {
                     .call(move |s| append_incidents(s, number, incidents))
                     .await?;
             }
+            if let Err(Stop::Operator(d)) = result {
+                if let Err(stop) = self.settle_disruption(trial.number, d).await {
+                    return self.stopped_outside_trial(stop, "the study").await;
+                }
+                self.report_progress().await?;
+                continue;
+            }
             match result {
                 Ok(end) => {
                     let number = trial.number;
                     let best = self.study.call(|s| s.best_trial()).await?;
                     print_end(number, &end, best.as_ref(), started);
+                    self.desk.publish("trial_finished", end.to_event(number));
+                    self.desk.report(json!({ "trial": null, "episode": null, "step": null }));
+                    self.report_progress().await?;
                     if matches!(end, TrialEnd::Failed(_)) {
                         self.failed_in_a_row += 1;
                         if self.failed_in_a_row >= MAX_FAILED_IN_A_ROW {
@@ -306,8 +357,49 @@ impl TrialRunner<'_> {
                         .await?;
                     return Err(e.context(format!("trial {number} re-queued")));
                 }
+                Err(Stop::Operator(_)) => unreachable!("settled above"),
             }
         }
+    }
+
+    /// Ends the run on a stop met with no trial in flight (`what`: the study, or its
+    /// re-evaluation).
+    async fn stopped_outside_trial(
+        &mut self,
+        stop: Stop,
+        what: &str,
+    ) -> anyhow::Result<RunOutcome> {
+        match stop {
+            Stop::Interrupted => self.stop_interrupted(None).await,
+            Stop::LeaseLost(why) => Err(anyhow!(why)),
+            Stop::Link(e) => {
+                global_slot().fire();
+                Err(anyhow!(e).context(format!(
+                    "{what} stopped; what ran is saved — fix the link and rerun to continue"
+                )))
+            }
+            Stop::Other(e) => {
+                global_slot().fire();
+                Err(e.context(format!("{what} stopped; what ran is saved")))
+            }
+            Stop::Operator(d) => Err(anyhow!(
+                "internal error: the operator's {} reached the end of {what}",
+                d.action()
+            )),
+        }
+    }
+
+    /// Puts the study's counts and best trial in the status.
+    async fn report_progress(&mut self) -> Result<(), StudyError> {
+        let (counts, best) = self
+            .study
+            .call(|s| Ok::<_, StudyError>((s.counts()?, s.best_trial()?)))
+            .await?;
+        self.desk.report(json!({
+            "counts": counts,
+            "best": best.map(|b| json!({ "trial": b.number, "value": b.value })),
+        }));
+        Ok(())
     }
 
     /// Nothing to claim and nothing to create: the last trials run on other workers. Waits a
@@ -324,6 +416,231 @@ impl TrialRunner<'_> {
             _ = interrupts.wait() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        Ok(())
+    }
+
+    /// Says what the daemon waits for (in the status, the event stream and the log).
+    fn waiting(&mut self, what: Option<&str>) {
+        let state = self.link.robot_state().map(|s| format!("{s:?}"));
+        self.desk
+            .report(json!({ "waiting_for": what, "robot_state": state }));
+        if self.waiting_for.as_deref() != what {
+            self.waiting_for = what.map(str::to_string);
+            self.desk.publish("waiting", json!({ "for": what, "robot_state": state }));
+            if let Some(what) = what {
+                tracing::info!("waiting for {what}");
+            }
+        }
+    }
+
+    /// Waits for what the operator holds the study for (a release after their stop, a resume
+    /// after their pause), listening to the robot meanwhile; then releases the robot if their
+    /// stop latched it. A robot that goes silent meanwhile (switched off for a battery) is
+    /// reconnected before the study goes on.
+    async fn hold(&mut self) -> Result<(), Stop> {
+        let mut desk_rx = self.desk.subscribe();
+        let mut said = None;
+        let mut silent = false;
+        loop {
+            for d in self.desk.take_disruptions() {
+                match d {
+                    Disruption::Stop { .. } => self.operator_latched = true,
+                    other => outln!(
+                        "{} from {}: no trial in flight, nothing to {}",
+                        other.action(),
+                        other.by(),
+                        other.action()
+                    ),
+                }
+            }
+            let (what, line) = if let Some(by) = self.desk.stopped_by() {
+                self.operator_latched = true;
+                (
+                    "operator release (stopped by the operator)",
+                    format!("stopped by {by}: the robot is latched; waiting for `gaittune ctl release` after your check"),
+                )
+            } else if self.desk.paused() {
+                (
+                    "resume (paused by the operator)",
+                    "paused by the operator: waiting for `gaittune ctl resume`".to_string(),
+                )
+            } else {
+                break;
+            };
+            if said != Some(what) {
+                outln!("{line}");
+                said = Some(what);
+                self.waiting(Some(what));
+            }
+            let mut interrupts = self.interrupts.clone();
+            if silent {
+                tokio::select! {
+                    _ = interrupts.wait() => return Err(Stop::Interrupted),
+                    _ = desk_rx.changed() => {}
+                }
+                continue;
+            }
+            let listened = tokio::select! {
+                _ = interrupts.wait() => return Err(Stop::Interrupted),
+                _ = desk_rx.changed() => Ok(()),
+                r = self.link.listen(Duration::from_millis(500)) => r,
+            };
+            if let Err(e) = listened {
+                outln!("{e}: the robot is switched off or unplugged? It is reconnected when the study goes on");
+                silent = true;
+            }
+        }
+        if silent {
+            let window = Duration::from_millis(self.config.robot.reconnect_ms);
+            self.waiting(Some("link recovery (the robot answering again)"));
+            match or_interrupt!(self, self.link.reconnect(window)) {
+                Ok(()) => outln!("the robot answers again"),
+                Err(LinkError::Rebooted { boot_id, .. }) => {
+                    outln!("the robot answers again: it rebooted (boot id {boot_id:#010x})")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.operator_latched {
+            let snapshot = or_interrupt!(self, self.link.snapshot())?;
+            if snapshot.state == RobotState::Stopped {
+                or_interrupt!(self, self.link.clear_estop())?;
+            }
+            self.operator_latched = false;
+            self.desk.release_done();
+            self.desk.publish("robot", json!({ "state": "released" }));
+            outln!("released by the operator: ClearEStop acknowledged; the study goes on");
+        } else if said.is_some() {
+            outln!("resumed by the operator");
+        }
+        self.waiting(None);
+        Ok(())
+    }
+
+    /// With `[robot] operator_go`: holds until the operator's go for this episode (a go
+    /// given while the robot was still resetting counts; more than one does not pile up).
+    async fn wait_for_go(&mut self, number: u64, episode: u32) -> Result<(), Stop> {
+        self.gos_used = self.gos_used.max(self.desk.go_count().saturating_sub(1));
+        if self.desk.go_count() > self.gos_used {
+            self.gos_used += 1;
+            return Ok(());
+        }
+        outln!("trial {number} episode {episode}: the robot is Ready; waiting for the operator's go (`gaittune ctl go`)");
+        self.waiting(Some("operator go"));
+        let mut desk_rx = self.desk.subscribe();
+        loop {
+            if let Some(d) = most_urgent(&self.desk) {
+                return Err(Stop::Operator(d));
+            }
+            if self.desk.go_count() > self.gos_used {
+                self.gos_used += 1;
+                self.waiting(None);
+                return Ok(());
+            }
+            let mut interrupts = self.interrupts.clone();
+            tokio::select! {
+                _ = interrupts.wait() => return Err(Stop::Interrupted),
+                _ = desk_rx.changed() => {}
+                r = self.link.listen(Duration::from_millis(500)) => r?,
+            }
+        }
+    }
+
+    /// Publishes a safe step of the episode in flight for the live views.
+    fn on_live_step(&self, step: &Step, judge: Option<&Judge<'_>>) {
+        let value = judge.and_then(|j| j.progress.last_report());
+        let telemetry = json!({
+            "step": step.step, "reward": step.reward, "roll": step.roll, "pitch": step.pitch,
+            "height": step.body_height, "temp": step.max_joint_temp,
+        });
+        self.desk
+            .report(json!({ "step": step.step, "telemetry": telemetry }));
+        self.desk.publish(
+            "step",
+            json!({
+                "trial": step.trial, "episode": step.episode, "step": step.step,
+                "reward": step.reward, "roll": step.roll, "pitch": step.pitch,
+                "height": step.body_height, "temp": step.max_joint_temp, "value": value,
+            }),
+        );
+    }
+
+    /// After a safety verdict is persisted: releases the robot's latch, unless the operator
+    /// stopped it meanwhile (then their release does).
+    async fn release_after_verdict(&mut self) -> Result<(), Stop> {
+        if self.desk.stopped() {
+            self.operator_latched = true;
+            return Ok(());
+        }
+        or_interrupt!(self, self.link.clear_estop())?;
+        Ok(())
+    }
+
+    /// Carries out the operator's interruption of trial `number`: a stop (already on the
+    /// wire) is acknowledged and the trial re-queued; a pause now aborts the episode and
+    /// re-queues the trial; a skip aborts it and records it PRUNED (`operator`). The loop's
+    /// [`Self::hold`] then waits for the release or the resume.
+    async fn settle_disruption(&mut self, number: u64, d: Disruption) -> Result<(), Stop> {
+        self.quiet_robot_for(&d).await?;
+        let by = d.by().to_string();
+        let action = d.action();
+        let skipped = matches!(d, Disruption::Skip { .. });
+        let recorded = self
+            .study
+            .call(move |s| {
+                if s.trial(number)?.state != crate::trial::TrialState::Running {
+                    return Ok(false);
+                }
+                log_operator_action(s, number, action, &by, None)?;
+                if skipped {
+                    let value = s.trial(number)?.last_intermediate().map(|(_, v)| v);
+                    s.prune(number, OPERATOR_REASON, value)?;
+                } else {
+                    s.requeue_if_running(number)?;
+                }
+                Ok::<_, StudyError>(true)
+            })
+            .await?;
+        let what = match (&d, recorded) {
+            (_, false) => "it had already finished".to_string(),
+            (Disruption::Skip { .. }, true) => "recorded PRUNED (operator)".to_string(),
+            (Disruption::Stop { .. }, true) => {
+                "EStop acknowledged, the robot is latched; the trial is re-queued".to_string()
+            }
+            (Disruption::PauseNow { .. }, true) => {
+                "the episode is aborted and the trial re-queued".to_string()
+            }
+        };
+        outln!("trial {number}: {} by {}: {what}", d.action(), d.by());
+        self.desk.publish(
+            "trial_finished",
+            json!({ "trial": number, "state": if skipped { "PRUNED" } else { "WAITING" },
+                    "reason": format!("operator {}", d.action()), "by": d.by() }),
+        );
+        self.desk.report(json!({ "trial": null, "episode": null, "step": null }));
+        Ok(())
+    }
+
+    /// The robot's side of the operator's interruption: a stop (already on the wire) is
+    /// acknowledged, a pause now or a skip aborts the episode in flight.
+    async fn quiet_robot_for(&mut self, d: &Disruption) -> Result<(), Stop> {
+        self.link.forget_episode();
+        match d {
+            Disruption::Stop { .. } => {
+                self.operator_latched = true;
+                // Idempotent: waits for the robot's acknowledgement of the latch.
+                or_interrupt!(self, self.link.estop())?;
+            }
+            // Whatever the last heartbeat said: the robot may have started the episode since.
+            Disruption::PauseNow { .. } | Disruption::Skip { .. } => {
+                match or_interrupt!(self, self.link.abort()) {
+                    // Not running (it ended on its own meanwhile, or never started).
+                    Ok(()) | Err(LinkError::Nack { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.link.forget_episode();
         Ok(())
     }
 
@@ -358,9 +675,12 @@ impl TrialRunner<'_> {
         Ok(RunOutcome::Interrupted)
     }
 
-    /// After an EStop this process sent outside the safety envelope (an operator's signal):
-    /// the interrupt it announces is on its way.
+    /// After an EStop this process sent outside the safety envelope: the operator's stop (from
+    /// a control endpoint), or a signal whose interrupt is on its way.
     async fn interrupted_soon(&self) -> Result<EpisodeOutcome, Stop> {
+        if let Some(by) = self.desk.stopped_by() {
+            return Err(Stop::Operator(Disruption::Stop { by }));
+        }
         let mut interrupts = self.interrupts.clone();
         match tokio::time::timeout(Duration::from_secs(2), interrupts.wait()).await {
             Ok(()) => Err(Stop::Interrupted),
@@ -401,6 +721,9 @@ impl TrialRunner<'_> {
                 code: NackCode::EStopLatched,
                 ..
             }) => {
+                if let Some(by) = self.desk.stopped_by() {
+                    return Err(Stop::Operator(Disruption::Stop { by }));
+                }
                 if !self.release_latch {
                     let cause = match self.link.latch_cause().await {
                         LinkError::Latched { cause, .. } => cause,
@@ -570,7 +893,7 @@ impl TrialRunner<'_> {
                         if self.failpoint.interrupt_after_unsafe {
                             self.interrupt_self().await;
                         }
-                        or_interrupt!(self, self.link.clear_estop())?;
+                        self.release_after_verdict().await?;
                         return Ok(TrialEnd::Unsafe(summary));
                     }
                     EpisodeOutcome::WatchdogTrip { .. } => unreachable!("handled as a fault"),
@@ -589,6 +912,16 @@ impl TrialRunner<'_> {
         &mut self,
         result: Result<EpisodeOutcome, Stop>,
     ) -> Result<Result<EpisodeOutcome, (&'static str, String, Recovery)>, Stop> {
+        // The operator's stop explains a latched robot, a lost episode: never a fault to
+        // recover from by releasing the robot.
+        if let Some(by) = self.desk.stopped_by() {
+            if matches!(
+                result,
+                Ok(EpisodeOutcome::WatchdogTrip { .. }) | Err(Stop::Link(_))
+            ) {
+                return Err(Stop::Operator(Disruption::Stop { by }));
+            }
+        }
         match result {
             Ok(EpisodeOutcome::WatchdogTrip { silent_ms }) => {
                 // The robot stopped itself because the host went quiet: not the gait's fault.
@@ -710,7 +1043,23 @@ impl TrialRunner<'_> {
             let mut j = done;
             while j < wanted {
                 let episode = self.config.study.episodes_per_trial + j;
-                let result = self.run_episode(number, episode, None).await;
+                let result = match self.run_episode(number, episode, None).await {
+                    Err(Stop::Operator(d)) => {
+                        self.quiet_robot_for(&d).await?;
+                        outln!(
+                            "re-evaluation of trial {number}: {} by {}",
+                            d.action(),
+                            d.by()
+                        );
+                        if matches!(d, Disruption::Skip { .. }) {
+                            break;
+                        }
+                        self.hold().await?;
+                        self.apply_params(number, &trial.params).await?;
+                        continue;
+                    }
+                    other => other,
+                };
                 let outcome = match self.fault_of(result).await? {
                     Ok(outcome) => outcome,
                     Err((kind, detail, recovery)) => {
@@ -746,7 +1095,7 @@ impl TrialRunner<'_> {
                             .call(move |s| s.set_attr(number, evaluation::REEVAL_ATTR, attr))
                             .await?;
                         outln!("trial {number} was unsafe on re-evaluation: {summary}");
-                        or_interrupt!(self, self.link.clear_estop())?;
+                        self.release_after_verdict().await?;
                         break;
                     }
                 }
@@ -767,7 +1116,13 @@ impl TrialRunner<'_> {
         mut judge: Option<&mut Judge<'_>>,
     ) -> Result<EpisodeOutcome, Stop> {
         let ready_timeout = Duration::from_millis(self.config.robot.ready_timeout_ms);
-        or_interrupt!(self, self.link.wait_ready(ready_timeout))?;
+        self.waiting(Some("Ready (the robot resetting)"));
+        or_operator!(self, self.link.wait_ready(ready_timeout))?;
+        if self.config.robot.operator_go {
+            self.wait_for_go(number, episode).await?;
+            or_operator!(self, self.link.wait_ready(ready_timeout))?;
+        }
+        self.waiting(None);
         let estops_before = self.link.sender().estops_sent();
         let seed = self.episode_seed(number, episode);
         let max_steps = self.config.episode.max_steps;
@@ -778,11 +1133,24 @@ impl TrialRunner<'_> {
         )?;
         self.finish_recovery();
         self.last_progress = Instant::now();
+        self.desk
+            .report(json!({ "episode": episode, "step": null, "robot_state": "Running" }));
+        self.desk.publish(
+            "episode_started",
+            json!({ "trial": number, "episode": episode, "seed": seed }),
+        );
         let mut firmware_trip: Option<Value> = None;
         let mut violation: Option<Violation> = None;
         let mut aborted = false;
         loop {
-            let event = match or_interrupt!(self, self.link.next_event()) {
+            // Once a verdict is on its way (a safety stop, the pruner's abort), it is
+            // recorded first; the operator's request is taken after it.
+            let next = if violation.is_none() && !aborted {
+                or_operator!(self, self.link.next_event())
+            } else {
+                or_interrupt!(self, self.link.next_event())
+            };
+            let event = match next {
                 Ok(event) => event,
                 // The verdict is already in: its end frames are not needed.
                 Err(LinkError::EpisodeLost { .. }) if violation.is_some() => {
@@ -837,6 +1205,7 @@ impl TrialRunner<'_> {
                         violation = Some(v);
                         continue;
                     }
+                    self.on_live_step(&step, judge.as_deref());
                     if aborted {
                         continue;
                     }
@@ -902,6 +1271,11 @@ impl TrialRunner<'_> {
                         steps,
                         status: format!("{status:?}"),
                     };
+                    self.desk.publish(
+                        "episode_ended",
+                        json!({ "trial": number, "episode": episode, "return": episode_return,
+                                "steps": steps, "status": record.status }),
+                    );
                     if violation.is_some() {
                         return Ok(self.envelope_unsafe(violation, Some(record)));
                     }
@@ -933,6 +1307,9 @@ impl TrialRunner<'_> {
                         {
                             self.interrupted_soon().await
                         }
+                        EpisodeStatus::EStopped if self.desk.stopped() => {
+                            self.interrupted_soon().await
+                        }
                         EpisodeStatus::EStopped => Err(Stop::Other(anyhow!(
                             "the robot reports an EStop gaittune did not send (its own stop button?); clear it on the robot, then rerun to continue"
                         ))),
@@ -957,6 +1334,16 @@ impl TrialRunner<'_> {
             record,
         }
     }
+}
+
+/// Takes the operator's requests that interrupt a trial and returns the one that wins: a
+/// stop over a pause over a skip (a skip superseded by a stop leaves the trial re-queued).
+fn most_urgent(desk: &Desk) -> Option<Disruption> {
+    desk.take_disruptions().into_iter().min_by_key(|d| match d {
+        Disruption::Stop { .. } => 0,
+        Disruption::PauseNow { .. } => 1,
+        Disruption::Skip { .. } => 2,
+    })
 }
 
 fn firmware_unsafe(detail: Value, episode: u32, record: Option<EpisodeRecord>) -> EpisodeOutcome {

@@ -996,6 +996,21 @@ impl RobotLink {
         }
     }
 
+    /// Takes in what the robot says for `span` while the host waits between episodes (for the
+    /// operator's go, a release, a resume), keeping its state current. Fails with
+    /// [`LinkError::Silent`] when no frame came for the silence timeout. Cancel-safe.
+    pub async fn listen(&mut self, span: Duration) -> Result<(), LinkError> {
+        let until = tokio::time::Instant::now() + span;
+        loop {
+            let silence = tokio::time::Instant::now() + self.settings.silence_timeout;
+            match self.recv_until(silence.min(until)).await? {
+                Some(frame) => self.absorb(frame),
+                None if silence <= until => return Err(self.silent()),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Stops watching the episode in flight (after giving it up).
     pub fn forget_episode(&mut self) {
         self.session.unwatch();

@@ -1,0 +1,195 @@
+//! The operator's commands that change the study (a verdict on a finished trial, a parameter
+//! set to run next), carried out on the study's thread for the control endpoints.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use super::worker::StudyHandle;
+use crate::config::Config;
+use crate::control::commands::{Operator, StudyActions};
+use crate::control::desk::{unix_now, Desk};
+use crate::control::events::EventLog;
+use crate::control::socket::{self, ControlSocket};
+use crate::robot::RobotInfo;
+use crate::space::SearchSpace;
+use crate::study::Study;
+use crate::trial::ConstraintViolation;
+
+/// Where the operator's controls are served (`gaittune run` options).
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// The control socket's path (default: [`socket::default_path`]).
+    pub socket: Option<PathBuf>,
+    /// Write every event as JSON lines to this file.
+    pub events: Option<PathBuf>,
+}
+
+/// The operator's controls of a running daemon: the desk the trial loop reads, and the
+/// endpoints serving it. Dropped at the end of the run (the socket file is removed).
+pub struct Controls {
+    /// Shared with the trial loop.
+    pub desk: Desk,
+    _socket: ControlSocket,
+    _events: Option<EventLog>,
+}
+
+impl Controls {
+    /// Serves the control socket (and the event log) for the study `study_name`; says where.
+    pub fn open(
+        config: &Config,
+        options: &ControlOptions,
+        worker_index: Option<u32>,
+        study_name: &str,
+        actions: DaemonActions,
+    ) -> Result<Controls> {
+        let desk = Desk::new();
+        desk.report(json!({
+            "study": study_name,
+            "size": config.study.trials,
+            "robot": { "id": actions.info.robot_id, "firmware": actions.info.firmware_version },
+            "operator_go": config.robot.operator_go,
+            "trial": null,
+            "waiting_for": null,
+        }));
+        let events = match &options.events {
+            Some(path) => Some(
+                EventLog::start(path, &desk)
+                    .with_context(|| format!("--events {}: cannot write it", path.display()))?,
+            ),
+            None => None,
+        };
+        let path = options
+            .socket
+            .clone()
+            .unwrap_or_else(|| socket::default_path(study_name, worker_index));
+        let operator = Operator::new(desk.clone(), Arc::new(actions));
+        let socket = ControlSocket::serve(&path, operator).with_context(|| {
+            format!(
+                "serving the control socket {} (choose another with --control PATH)",
+                path.display()
+            )
+        })?;
+        outln!(
+            "control: gaittune ctl --control {} status|stop|release|pause|resume|skip|fail|enqueue|go",
+            path.display()
+        );
+        Ok(Controls {
+            desk,
+            _socket: socket,
+            _events: events,
+        })
+    }
+}
+
+/// The trial attribute listing what operators did to a trial: `[{action, by, at, note?}]`.
+pub const OPERATOR_ATTR: &str = "operator";
+
+/// The study side of the operator's commands for a running daemon.
+pub struct DaemonActions {
+    /// The study, on its own thread.
+    pub study: StudyHandle,
+    /// The study's search space.
+    pub space: SearchSpace,
+    /// What the robot declared (its parameter limits).
+    pub info: RobotInfo,
+}
+
+/// Appends what an operator did to trial `number`'s [`OPERATOR_ATTR`] list.
+pub fn log_operator_action(
+    study: &mut Study,
+    number: u64,
+    action: &str,
+    by: &str,
+    note: Option<&str>,
+) -> Result<(), crate::study::StudyError> {
+    let mut list = study
+        .trial(number)?
+        .attrs
+        .get(OPERATOR_ATTR)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut entry = json!({ "action": action, "by": by, "at": unix_now() });
+    if let Some(note) = note {
+        entry["note"] = json!(note);
+    }
+    list.push(entry);
+    study.set_attr(number, OPERATOR_ATTR, Value::Array(list))
+}
+
+impl StudyActions for DaemonActions {
+    fn fail(
+        &self,
+        trial: u64,
+        unsafe_: bool,
+        note: Option<&str>,
+        by: &str,
+    ) -> Result<String, String> {
+        let note = note.map(str::to_string);
+        let by = by.to_string();
+        self.study.call_blocking(move |s| {
+            let reason = note
+                .clone()
+                .unwrap_or_else(|| format!("failed by the operator ({by})"));
+            let violation = unsafe_.then(|| {
+                ConstraintViolation::new("operator", f64::NAN, f64::NAN)
+                    .from_source("operator")
+                    .with_excess(1.0)
+            });
+            s.judge(trial, violation.as_ref(), &reason)
+                .map_err(|e| e.to_string())?;
+            let action = if unsafe_ { "unsafe" } else { "fail" };
+            log_operator_action(s, trial, action, &by, note.as_deref())
+                .map_err(|e| e.to_string())?;
+            Ok(if unsafe_ {
+                format!("trial {trial} recorded unsafe (PRUNED, a constraint violation the sampler learns from)")
+            } else {
+                format!("trial {trial} recorded FAIL: {reason}")
+            })
+        })
+    }
+
+    fn enqueue(&self, params: &Map<String, Value>, by: &str) -> Result<String, String> {
+        let internal = self
+            .space
+            .params_from_external(params)
+            .map_err(|e| format!("not enqueued: {e}"))?;
+        for (name, &x) in &internal {
+            let value = self.space.firmware_value(name, x);
+            if let Some(decl) = self.info.params.iter().find(|p| &p.name == name) {
+                if value < decl.min || value > decl.max {
+                    return Err(format!(
+                        "not enqueued: {name} = {value} leaves the robot's declared limits [{}, {}]",
+                        decl.min, decl.max
+                    ));
+                }
+            }
+        }
+        let by = by.to_string();
+        let shown = self.space.external_params(&internal);
+        self.study.call_blocking(move |s| {
+            let number = s.enqueue(internal).map_err(|e| e.to_string())?;
+            log_operator_action(s, number, "enqueue", &by, None).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "enqueued as trial {number} (WAITING; it runs next): {}",
+                Value::Object(shown)
+            ))
+        })
+    }
+
+    fn trials(&self) -> Result<Value, String> {
+        let space = self.space.clone();
+        self.study.call_blocking(move |s| {
+            let trials = s.trials().map_err(|e| e.to_string())?;
+            Ok(Value::Array(
+                trials
+                    .iter()
+                    .map(|t| crate::export::trial_json(t, &space))
+                    .collect(),
+            ))
+        })
+    }
+}
