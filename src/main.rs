@@ -247,11 +247,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Sim(_)
-        | Cmd::Chaos(_)
-        | Cmd::Ctl(_)
-        | Cmd::Studies { .. }
-        | Cmd::Export { .. } => None,
+        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Ctl(_) | Cmd::Studies { .. } | Cmd::Export { .. } => {
+            None
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -89,7 +89,9 @@ fn stop_latches_the_robot_requeues_the_trial_and_release_goes_on() {
     wait_for(Duration::from_secs(60), "the second episode", || {
         named(&w.events(), "episode_start").len() >= 2
     });
-    let in_flight = status(&socket)["trial"].as_u64().expect("a trial in flight");
+    let in_flight = status(&socket)["trial"]
+        .as_u64()
+        .expect("a trial in flight");
 
     let said = ctl_ok(&socket, &["stop"]);
     assert!(said.contains("EStop sent"), "{said}");
@@ -125,7 +127,11 @@ fn stop_latches_the_robot_requeues_the_trial_and_release_goes_on() {
     assert!(said.contains("acknowledged ClearEStop"), "{said}");
     assert_eq!(named(&w.events(), "clear_estop").len(), 1);
     let refused = ctl(&socket, &["release"]);
-    assert_eq!(refused.status.code(), Some(1), "a second release is refused");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a second release is refused"
+    );
 
     let stdout = finished_ok(child);
     assert!(stdout.contains("stop by ctl"), "{stdout}");
@@ -137,7 +143,10 @@ fn stop_latches_the_robot_requeues_the_trial_and_release_goes_on() {
         rerun["attrs"]["operator"][0]["action"], "stop",
         "who stopped it stays in its record"
     );
-    assert!(!socket.exists(), "the socket is removed at the end of the run");
+    assert!(
+        !socket.exists(),
+        "the socket is removed at the end of the run"
+    );
 }
 
 #[test]
@@ -154,13 +163,19 @@ fn skip_pause_enqueue_fail_and_pause_now() {
     });
     let skipped = status(&socket)["trial"].as_u64().unwrap();
     let said = ctl_ok(&socket, &["skip"]);
-    assert!(said.contains(&format!("skipping trial {skipped}")), "{said}");
+    assert!(
+        said.contains(&format!("skipping trial {skipped}")),
+        "{said}"
+    );
     wait_for(Duration::from_secs(20), "the skip to be recorded", || {
         w.export("it")
             .iter()
             .any(|t| t["number"] == skipped && t["state"] == "PRUNED")
     });
-    assert!(!named(&w.events(), "abort").is_empty(), "the episode was aborted");
+    assert!(
+        !named(&w.events(), "abort").is_empty(),
+        "the episode was aborted"
+    );
 
     // Pause after the trial in flight; meanwhile enqueue a gait and judge a finished trial.
     let said = ctl_ok(&socket, &["pause"]);
@@ -252,9 +267,15 @@ fn skip_pause_enqueue_fail_and_pause_now() {
 
     let j = trial(&trials, judged);
     assert_eq!(j["state"], "PRUNED");
-    assert_eq!(j["prune_reason"], "unsafe", "the samplers see it unsafe: {j}");
+    assert_eq!(
+        j["prune_reason"], "unsafe",
+        "the samplers see it unsafe: {j}"
+    );
     assert_eq!(j["attrs"]["unsafe"]["source"], "operator");
-    assert_eq!(j["attrs"]["operator"][0]["note"], "scraped the front left leg");
+    assert_eq!(
+        j["attrs"]["operator"][0]["note"],
+        "scraped the front left leg"
+    );
 
     let e = trial(&trials, enqueued);
     assert_eq!(e["state"], "COMPLETE", "{e}");

@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn every_event_lands_on_its_own_line() {
-        let path = std::env::temp_dir().join(format!("gaittune-events-{}.jsonl", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("gaittune-events-{}.jsonl", std::process::id()));
         let desk = Desk::new();
         let log = EventLog::start(&path, &desk).unwrap();
         for step in 0..100 {
@@ -77,7 +78,10 @@ mod tests {
         }
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
-        let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(events.len(), 101);
         assert_eq!(events[42]["step"], 42);
         assert_eq!(events[100]["event"], END);

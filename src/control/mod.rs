@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod desk;
 pub mod events;
 pub mod socket;
+pub mod terminal;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -195,6 +195,23 @@ pub fn live_sockets() -> Vec<PathBuf> {
     found
 }
 
+/// Removes the socket files in [`runtime_dir`] that no daemon serves any more (left by a
+/// daemon that was killed).
+pub fn remove_dead_sockets() {
+    let Ok(entries) = std::fs::read_dir(runtime_dir()) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_some_and(|x| x == "sock") {
+            if let Err(e) = UnixStream::connect(&path) {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
 /// The socket `gaittune ctl` talks to: the one given, else the only live one in
 /// [`runtime_dir`]; an error says what to do when there is none or several.
 pub fn choose(given: Option<&Path>) -> Result<PathBuf, String> {
@@ -244,20 +261,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gaittune-socket-test-{}", std::process::id()));
         let path = dir.join("study.sock");
         let desk = Desk::new();
-        let served = ControlSocket::serve(&path, Operator::new(desk.clone(), Arc::new(Nothing)))
-            .unwrap();
+        let served =
+            ControlSocket::serve(&path, Operator::new(desk.clone(), Arc::new(Nothing))).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         desk.report(json!({"study": "s"}));
         let reply = send(&path, &Command::Status).unwrap();
         assert!(reply.ok);
         assert_eq!(reply.status["study"], "s");
-        let reply = send(
-            &path,
-            &Command::Enqueue {
-                params: Map::new(),
-            },
-        )
-        .unwrap();
+        let reply = send(&path, &Command::Enqueue { params: Map::new() }).unwrap();
         assert!(
             reply.message.starts_with("enqueued by ctl (uid "),
             "{}",

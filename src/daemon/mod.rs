@@ -35,10 +35,10 @@ pub use firmware::{baseline_params, check_space_against_firmware};
 pub use operator::ControlOptions;
 pub use trial_loop::{INCIDENTS_ATTR, MAX_FAILED_IN_A_ROW, MAX_FAULTS_PER_TRIAL};
 
+use operator::DaemonActions;
 use sim_process::SimProcess;
 use summary::print_summary;
 use trial_loop::{Failpoint, TrialRunner};
-use operator::DaemonActions;
 use worker::{LeaseKeeper, StudyWorker};
 
 /// Command-line overrides of a config.

@@ -13,6 +13,7 @@ use crate::control::commands::{Operator, StudyActions};
 use crate::control::desk::{unix_now, Desk};
 use crate::control::events::EventLog;
 use crate::control::socket::{self, ControlSocket};
+use crate::control::terminal::StatusLine;
 use crate::robot::RobotInfo;
 use crate::space::SearchSpace;
 use crate::study::Study;
@@ -34,6 +35,7 @@ pub struct Controls {
     pub desk: Desk,
     _socket: ControlSocket,
     _events: Option<EventLog>,
+    _status_line: StatusLine,
 }
 
 impl Controls {
@@ -61,25 +63,36 @@ impl Controls {
             ),
             None => None,
         };
-        let path = options
-            .socket
-            .clone()
-            .unwrap_or_else(|| socket::default_path(study_name, worker_index));
         let operator = Operator::new(desk.clone(), Arc::new(actions));
-        let socket = ControlSocket::serve(&path, operator).with_context(|| {
-            format!(
-                "serving the control socket {} (choose another with --control PATH)",
-                path.display()
-            )
-        })?;
+        let socket = match &options.socket {
+            Some(path) => ControlSocket::serve(path, operator),
+            None => {
+                socket::remove_dead_sockets();
+                // Another daemon on the same study (a second robot) has the study's name:
+                // this one adds its process id.
+                let path = socket::default_path(study_name, worker_index);
+                ControlSocket::serve(&path, operator.clone()).or_else(|e| {
+                    if e.kind() != std::io::ErrorKind::AddrInUse {
+                        return Err(e);
+                    }
+                    let own = path.with_extension(format!("{}.sock", std::process::id()));
+                    ControlSocket::serve(&own, operator)
+                })
+            }
+        }
+        .with_context(|| "serving the control socket (choose its path with --control PATH)")?;
+        let path = socket.path().to_path_buf();
         outln!(
             "control: gaittune ctl --control {} status|stop|release|pause|resume|skip|fail|enqueue|go",
             path.display()
         );
+        let status_line = StatusLine::start(&desk, config.episode.max_steps)
+            .context("starting the progress line")?;
         Ok(Controls {
             desk,
             _socket: socket,
             _events: events,
+            _status_line: status_line,
         })
     }
 }

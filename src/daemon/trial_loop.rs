@@ -318,7 +318,8 @@ impl TrialRunner<'_> {
                     let best = self.study.call(|s| s.best_trial()).await?;
                     print_end(number, &end, best.as_ref(), started);
                     self.desk.publish("trial_finished", end.to_event(number));
-                    self.desk.report(json!({ "trial": null, "episode": null, "step": null }));
+                    self.desk
+                        .report(json!({ "trial": null, "episode": null, "step": null }));
                     self.report_progress().await?;
                     if matches!(end, TrialEnd::Failed(_)) {
                         self.failed_in_a_row += 1;
@@ -426,7 +427,10 @@ impl TrialRunner<'_> {
             .report(json!({ "waiting_for": what, "robot_state": state }));
         if self.waiting_for.as_deref() != what {
             self.waiting_for = what.map(str::to_string);
-            self.desk.publish("waiting", json!({ "for": what, "robot_state": state }));
+            self.desk
+                .report(json!({ "waiting_since": crate::control::desk::unix_now() }));
+            self.desk
+                .publish("waiting", json!({ "for": what, "robot_state": state }));
             if let Some(what) = what {
                 tracing::info!("waiting for {what}");
             }
@@ -617,7 +621,8 @@ impl TrialRunner<'_> {
             json!({ "trial": number, "state": if skipped { "PRUNED" } else { "WAITING" },
                     "reason": format!("operator {}", d.action()), "by": d.by() }),
         );
-        self.desk.report(json!({ "trial": null, "episode": null, "step": null }));
+        self.desk
+            .report(json!({ "trial": null, "episode": null, "step": null }));
         Ok(())
     }
 
