@@ -83,7 +83,13 @@ pub struct Reply {
 /// What the commands need from the study (implemented by the daemon, which owns it).
 pub trait StudyActions: Send + Sync {
     /// Records the operator's verdict on finished trial `trial`; returns what was recorded.
-    fn fail(&self, trial: u64, unsafe_: bool, note: Option<&str>, by: &str) -> Result<String, String>;
+    fn fail(
+        &self,
+        trial: u64,
+        unsafe_: bool,
+        note: Option<&str>,
+        by: &str,
+    ) -> Result<String, String>;
     /// Validates `params` against the search space and the firmware's limits and enqueues
     /// them; returns what was enqueued.
     fn enqueue(&self, params: &Map<String, Value>, by: &str) -> Result<String, String>;
@@ -154,7 +160,10 @@ impl Operator {
                 } else {
                     desk.pause(now && in_flight, by);
                     Ok(match (now, in_flight) {
-                        (true, true) => "pausing now: the episode in flight is aborted and its trial re-queued".into(),
+                        (true, true) => {
+                            "pausing now: the episode in flight is aborted and its trial re-queued"
+                                .into()
+                        }
                         (false, true) => "pausing after the trial in flight".into(),
                         _ => "paused".into(),
                     })
@@ -257,8 +266,14 @@ mod tests {
         assert!(!skip.ok && skip.message.contains("no trial in flight"));
         desk.report(json!({"trial": 7}));
         assert!(op.execute(Command::Skip, "test").ok);
-        assert!(!op.execute(Command::Go, "test").ok, "go without operator_go");
-        assert!(!op.execute(Command::Release, "test").ok, "release when not stopped");
+        assert!(
+            !op.execute(Command::Go, "test").ok,
+            "go without operator_go"
+        );
+        assert!(
+            !op.execute(Command::Release, "test").ok,
+            "release when not stopped"
+        );
         assert!(!op.execute(Command::Resume, "test").ok);
         assert!(op.execute(Command::Pause { now: false }, "test").ok);
         assert!(desk.paused());
