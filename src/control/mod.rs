@@ -10,6 +10,7 @@
 //! panic anywhere sends EStop from the panic hook before unwinding.
 
 pub mod commands;
+pub mod dashboard;
 pub mod desk;
 
 use std::io::Write;
