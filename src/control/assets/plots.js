@@ -132,6 +132,12 @@
     return [lo, hi];
   }
 
+  /** An extent widened by `frac` of its span on both sides (marks off the frame). */
+  function padded(e, frac) {
+    var pad = (e[1] - e[0]) * frac;
+    return [e[0] - pad, e[1] + pad];
+  }
+
   function ticks(lo, hi, n) {
     if (!(hi > lo)) return [lo];
     var step0 = (hi - lo) / Math.max(1, n);
@@ -153,7 +159,17 @@
     if (a >= 100) return v.toFixed(0);
     if (a >= 10) return v.toFixed(1);
     if (a >= 0.01 || a === 0) return v.toFixed(2);
+    if (a >= 1e-4) return v.toPrecision(2);
     return v.toExponential(1);
+  }
+
+  /** A tick label: as many decimals as the tick spacing needs. */
+  function tickFmt(v, step) {
+    if (!isNum(v)) return "–";
+    var a = Math.abs(v);
+    if (a >= 1e5 || (a > 0 && a < 1e-4)) return v.toExponential(1);
+    var decimals = isNum(step) && step > 0 ? Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9))) : 2;
+    return v.toFixed(decimals);
   }
 
   function size(svg, opts) {
@@ -179,20 +195,26 @@
     };
     var g = el(svg, svg, "g", { "font-family": "sans-serif", "font-size": 12, fill: COLORS.text });
     if (opts.title) el(svg, g, "text", { x: x0, y: 16, "font-weight": "bold" }, opts.title);
-    ticks(yDomain[0], yDomain[1], opts.yTicks || 4).forEach(function (v) {
+    var yt = ticks(yDomain[0], yDomain[1], opts.yTicks || 4);
+    yt.forEach(function (v) {
       var y = sy(v);
       el(svg, g, "line", { x1: x0, x2: x1, y1: y, y2: y, stroke: COLORS.grid });
-      el(svg, g, "text", { x: x0 - 6, y: y + 4, "text-anchor": "end" }, fmt(v));
+      el(svg, g, "text", { x: x0 - 6, y: y + 4, "text-anchor": "end" }, tickFmt(v, yt[1] - yt[0]));
     });
     var xt = ticks(xDomain[0], xDomain[1], opts.xTicks || Math.max(2, Math.floor((x1 - x0) / 80)));
+    if (opts.integerX) {
+      xt = xt.filter(function (v) {
+        return Math.round(v) === v;
+      });
+    }
     xt.forEach(function (v) {
-      if (opts.integerX && Math.round(v) !== v) return;
-      el(svg, g, "text", { x: sx(v), y: y0 + 17, "text-anchor": "middle" }, fmt(v));
+      var label = opts.integerX ? String(v) : tickFmt(v, xt[1] - xt[0]);
+      el(svg, g, "text", { x: sx(v), y: y0 + 17, "text-anchor": "middle" }, label);
     });
     el(svg, g, "line", { x1: x0, x2: x1, y1: y0, y2: y0, stroke: COLORS.axis });
     el(svg, g, "line", { x1: x0, x2: x0, y1: y0, y2: y1, stroke: COLORS.axis });
     if (opts.xLabel) {
-      el(svg, g, "text", { x: x1, y: y1 + 12, "text-anchor": "end", fill: "#777" }, opts.xLabel);
+      el(svg, g, "text", { x: x0 - 14, y: y0 + 17, "text-anchor": "end", fill: "#777" }, opts.xLabel);
     }
     return { x: sx, y: sy, g: g, x0: x0, x1: x1, y0: y0, y1: y1, w: dim.w, h: dim.h };
   }
@@ -315,7 +337,7 @@
     var values = trials.map(function (t) {
       return t.value;
     });
-    var ys = extent(values);
+    var ys = padded(extent(values), 0.06);
     var xs = extent(trials.map(function (t) {
       return t.number;
     }));
@@ -372,7 +394,7 @@
         ys.push(p[1]);
       });
     });
-    var f = frame(svg, Object.assign({ xLabel: "step" }, opts), extent(xs), extent(ys));
+    var f = frame(svg, Object.assign({ xLabel: "step" }, opts), extent(xs), padded(extent(ys), 0.04));
     var best = null;
     (trials || []).forEach(function (t) {
       if (t.state !== "COMPLETE" || !isNum(t.value)) return;
@@ -566,6 +588,7 @@
     kindOf: kindOf,
     bestSoFar: bestSoFar,
     fmt: fmt,
+    tickFmt: tickFmt,
     ticks: ticks,
     rampColor: rampColor,
     lineChart: lineChart,
