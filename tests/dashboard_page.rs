@@ -141,6 +141,16 @@ impl FakeTrialLoop {
             .map(|d| d.by().to_string())
             .collect()
     }
+
+    /// The requests taken so far: (action, by).
+    fn taken(&self) -> Vec<(&'static str, String)> {
+        self.taken
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| (d.action(), d.by().to_string()))
+            .collect()
+    }
 }
 
 impl Drop for FakeTrialLoop {
@@ -372,6 +382,39 @@ fn the_dashboard_shows_the_study_and_stops_the_robot() {
         text_of(b, "message").starts_with("enqueue: enqueued")
     });
 
+    // The other buttons: pause, resume, pause now, skip; go is refused in this run, and the
+    // page says so.
+    b.click("#pause");
+    wait_desk("the pause", || desk.paused());
+    b.click("#resume");
+    wait_desk("the resume", || !desk.paused());
+    b.click("#pause-now");
+    wait_desk("the pause now", || {
+        trial_loop.taken().iter().any(|(a, _)| *a == "pause")
+    });
+    b.click("#resume");
+    wait_desk("the resume", || !desk.paused());
+    b.click("#skip");
+    wait_desk("the skip", || {
+        trial_loop.taken().iter().any(|(a, _)| *a == "skip")
+    });
+    assert!(
+        trial_loop
+            .taken()
+            .iter()
+            .all(|(_, by)| by.starts_with("dashboard (")),
+        "{:?}",
+        trial_loop.taken()
+    );
+    b.click("#go");
+    b.wait_for(LIMIT, "go's refusal", |b| {
+        text_of(b, "message").starts_with("go: this run does not wait")
+    });
+    assert_eq!(
+        b.eval("document.getElementById('message').className"),
+        json!("err")
+    );
+
     // STOP, with a real mouse click.
     b.click("#stop");
     wait_desk("the stop", || desk.stopped());
@@ -402,14 +445,22 @@ fn the_dashboard_shows_the_study_and_stops_the_robot() {
         text_of(b, "message").starts_with("release: released")
     });
 
-    // The space bar is STOP too (the focus is on no text field).
-    b.eval("document.activeElement && document.activeElement.blur()");
+    // The space bar is STOP too, even with the focus on another button (which it must not
+    // press).
+    b.eval("document.getElementById('release').focus()");
     b.press_space();
     wait_desk("the stop by space bar", || desk.stopped());
     wait_desk("the trial loop to take it", || {
         trial_loop.stops().len() == 2
     });
     assert!(trial_loop.stops()[1].starts_with("dashboard ("));
+    b.wait_for(LIMIT, "the stop's answer", |b| {
+        text_of(b, "message").starts_with("stop: ")
+    });
+    assert!(
+        desk.stopped(),
+        "the space bar pressed the focused release button"
+    );
 
     // Released again, for a picture of a running study.
     b.click("#release");

@@ -481,6 +481,21 @@ mod tests {
     }
 
     #[test]
+    fn serves_and_shuts_down_from_inside_another_runtime() {
+        // The daemon starts (and drops) the dashboard from its trial loop's runtime.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let status = rt.block_on(async {
+            let (_desk, dash) = serve();
+            let code = request(&dash, "GET /api/status?token=c0ffee", "").0;
+            drop(dash);
+            code
+        });
+        assert_eq!(status, 200);
+    }
+
+    #[test]
     fn events_stream_the_recent_then_the_live() {
         let (desk, dash) = serve();
         desk.publish("episode_started", json!({"trial": 1, "episode": 0}));
