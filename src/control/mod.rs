@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod ctl;
+pub mod dashboard;
 pub mod desk;
 pub mod events;
 pub mod socket;
