@@ -41,6 +41,14 @@ struct StudyArgs {
     /// Write every trial and robot event (steps included) as JSON lines to this file.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Serve the live dashboard (telemetry, history, STOP and the other controls) here, e.g.
+    /// 127.0.0.1:8080 (port 0: any free one); open the URL it prints, token included.
+    #[arg(long, value_name = "ADDR")]
+    dashboard: Option<std::net::SocketAddr>,
+    /// Allow --dashboard on an address other hosts can reach (anyone with the printed URL
+    /// can then operate the robot).
+    #[arg(long, requires = "dashboard")]
+    dashboard_public: bool,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +150,8 @@ fn run_study(
             control: daemon::ControlOptions {
                 socket: args.control,
                 events: args.events,
+                dashboard: args.dashboard,
+                dashboard_public: args.dashboard_public,
             },
         },
         interrupts,

@@ -65,7 +65,7 @@ fn finished_ok(child: std::process::Child) -> String {
     stdout
 }
 
-fn trial<'a>(trials: &'a [Value], number: u64) -> &'a Value {
+fn trial(trials: &[Value], number: u64) -> &Value {
     trials
         .iter()
         .find(|t| t["number"] == number)

@@ -103,6 +103,13 @@ pub fn run(
     if let Some(i) = overrides.worker_index {
         control.socket = control.socket.map(|p| worker_path(&p, i));
         control.events = control.events.map(|p| worker_path(&p, i));
+        // Worker i's dashboard on the next ports (port 0: any free one).
+        control.dashboard = control.dashboard.map(|mut a| {
+            if a.port() != 0 {
+                a.set_port(a.port() + i as u16);
+            }
+            a
+        });
         config.sim.seed = config.sim.seed.wrapping_add(i as u64);
         if let Some(log) = &config.sim.event_log {
             config.sim.event_log = Some(worker_path(log, i));
@@ -305,7 +312,9 @@ async fn run_async(
     };
     let outcome = runner.run_all().await;
     drop(runner);
-    drop(controls);
+    // The dashboard's server winds down its connections: not on this runtime's thread,
+    // which still sends the robot's heartbeats.
+    let _ = tokio::task::spawn_blocking(move || drop(controls)).await;
     global_slot().disarm();
     drop(link);
     drop(sim);

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::worker::StudyHandle;
 use crate::config::Config;
 use crate::control::commands::{Operator, StudyActions};
+use crate::control::dashboard::{self, Dashboard};
 use crate::control::desk::{unix_now, Desk};
 use crate::control::events::EventLog;
 use crate::control::socket::{self, ControlSocket};
@@ -26,6 +27,10 @@ pub struct ControlOptions {
     pub socket: Option<PathBuf>,
     /// Write every event as JSON lines to this file.
     pub events: Option<PathBuf>,
+    /// Serve the live dashboard on this address.
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// The dashboard may listen on an address other hosts reach (`--dashboard-public`).
+    pub dashboard_public: bool,
 }
 
 /// The operator's controls of a running daemon: the desk the trial loop reads, and the
@@ -36,6 +41,7 @@ pub struct Controls {
     _socket: ControlSocket,
     _events: Option<EventLog>,
     _status_line: StatusLine,
+    _dashboard: Option<Dashboard>,
 }
 
 impl Controls {
@@ -50,6 +56,8 @@ impl Controls {
         let desk = Desk::new();
         desk.report(json!({
             "study": study_name,
+            "direction": config.study.direction,
+            "safety": config.safety,
             "size": config.study.trials,
             "robot": { "id": actions.info.robot_id, "firmware": actions.info.firmware_version },
             "operator_go": config.robot.operator_go,
@@ -65,7 +73,7 @@ impl Controls {
         };
         let operator = Operator::new(desk.clone(), Arc::new(actions));
         let socket = match &options.socket {
-            Some(path) => ControlSocket::serve(path, operator),
+            Some(path) => ControlSocket::serve(path, operator.clone()),
             None => {
                 socket::remove_dead_sockets();
                 // Another daemon on the same study (a second robot) has the study's name:
@@ -76,7 +84,7 @@ impl Controls {
                         return Err(e);
                     }
                     let own = path.with_extension(format!("{}.sock", std::process::id()));
-                    ControlSocket::serve(&own, operator)
+                    ControlSocket::serve(&own, operator.clone())
                 })
             }
         }
@@ -86,6 +94,23 @@ impl Controls {
             "control: gaittune ctl --control {} status|stop|release|pause|resume|skip|fail|enqueue|go",
             path.display()
         );
+        let dashboard = match options.dashboard {
+            None => None,
+            Some(addr) => {
+                if !addr.ip().is_loopback() && !options.dashboard_public {
+                    anyhow::bail!(
+                        "--dashboard {addr}: other hosts could reach the robot's STOP and controls there; bind 127.0.0.1 (the default use), or add --dashboard-public if you mean it"
+                    );
+                }
+                let board = Dashboard::serve(addr, operator.clone(), dashboard::new_token())
+                    .with_context(|| format!("--dashboard {addr}: cannot listen there"))?;
+                if !addr.ip().is_loopback() {
+                    outln!("warning: the dashboard listens on {addr}: anyone on that network with its URL (the token) can operate the robot");
+                }
+                outln!("dashboard: {}", board.url());
+                Some(board)
+            }
+        };
         let status_line = StatusLine::start(&desk, config.episode.max_steps)
             .context("starting the progress line")?;
         Ok(Controls {
@@ -93,6 +118,7 @@ impl Controls {
             _socket: socket,
             _events: events,
             _status_line: status_line,
+            _dashboard: dashboard,
         })
     }
 }

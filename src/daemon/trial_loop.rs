@@ -553,8 +553,13 @@ impl TrialRunner<'_> {
     /// Publishes a safe step of the episode in flight for the live views.
     fn on_live_step(&self, step: &Step, judge: Option<&Judge<'_>>) {
         let value = judge.and_then(|j| j.progress.last_report());
+        // Angles in degrees, as the safety envelope's limits are written.
+        let (roll, pitch) = (
+            (step.roll as f64).to_degrees(),
+            (step.pitch as f64).to_degrees(),
+        );
         let telemetry = json!({
-            "step": step.step, "reward": step.reward, "roll": step.roll, "pitch": step.pitch,
+            "step": step.step, "reward": step.reward, "roll": roll, "pitch": pitch,
             "height": step.body_height, "temp": step.max_joint_temp,
         });
         self.desk
@@ -563,7 +568,7 @@ impl TrialRunner<'_> {
             "step",
             json!({
                 "trial": step.trial, "episode": step.episode, "step": step.step,
-                "reward": step.reward, "roll": step.roll, "pitch": step.pitch,
+                "reward": step.reward, "roll": roll, "pitch": pitch,
                 "height": step.body_height, "temp": step.max_joint_temp, "value": value,
             }),
         );
