@@ -8,7 +8,14 @@
 //! - `socket`: a client writes `{"cmd":"stop"}` on the control socket (what `gaittune ctl
 //!   stop` does once started);
 //! - `ctl`: the whole `gaittune ctl stop` command, process start included (the release
-//!   binary; skipped if it is not built: `cargo build --release`).
+//!   binary; skipped if it is not built: `cargo build --release`);
+//! - `dashboard`: the dashboard's STOP button's request, `POST /api/command` on a fresh
+//!   connection, as the page sends it.
+//!
+//! Then the safety envelope's own EStop (an unsafe Step in → EStop out) side by side, first
+//! with no dashboard client, then with a browser-like client streaming the live events while
+//! 500 step events a second are published (ten times a
+//! 50 Hz robot's telemetry): p50 / p99 of both and their ratio.
 //!
 //! Prints p50 / p99 / max per path and the target (p99 < 20 ms). Not a test.
 //!
@@ -22,15 +29,17 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firmware_protocol::{decode, encode, FrameAccumulator, HostMsg, RobotMsg, Step, MAX_FRAME};
 use gaittune::control::commands::{Operator, StudyActions};
+use gaittune::control::dashboard::{new_token, Dashboard};
 use gaittune::control::desk::Desk;
 use gaittune::control::global_slot;
 use gaittune::control::socket::ControlSocket;
 use gaittune::robot::{LinkSettings, Port, RobotLink};
+use gaittune::safety::SafetyEnvelope;
 use serde_json::{Map, Value};
 
 /// The operator's STOP must reach the wire within this, at the 99th percentile.
@@ -49,38 +58,46 @@ impl StudyActions for NoStudy {
     }
 }
 
+/// A Step frame; `roll` in radians (1.0 is far outside the default 30° envelope).
+fn step_frame(i: u32, roll: f32) -> Vec<u8> {
+    let step = Step {
+        timestamp_us: i.wrapping_mul(20_000),
+        trial: 1,
+        episode: 0,
+        step: i,
+        reward: 0.1,
+        roll,
+        pitch: 0.0,
+        body_height: 0.25,
+        max_joint_temp: 40.0,
+        faults: 0,
+    };
+    let mut wire = [0u8; MAX_FRAME];
+    let n = encode(i as u16, &RobotMsg::Step(step), &mut wire).unwrap();
+    wire[..n].to_vec()
+}
+
 /// The firmware's end of the pty: writes telemetry at 50 Hz from one thread, and reports
 /// each EStop it reads.
 struct Firmware {
     estops: std::sync::mpsc::Receiver<Instant>,
     stop: Arc<AtomicBool>,
+    writer: Arc<Mutex<File>>,
 }
 
 impl Firmware {
     fn start(master: File) -> Firmware {
         let (tx, estops) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut writer = master.try_clone().expect("clone the pty");
+        let writer = Arc::new(Mutex::new(master.try_clone().expect("clone the pty")));
         let mut reader = master;
         let streaming = stop.clone();
+        let telemetry = writer.clone();
         std::thread::spawn(move || {
-            let mut wire = [0u8; MAX_FRAME];
             let mut i = 0u32;
             while !streaming.load(Ordering::Relaxed) {
-                let step = Step {
-                    timestamp_us: i.wrapping_mul(20_000),
-                    trial: 1,
-                    episode: 0,
-                    step: i,
-                    reward: 0.1,
-                    roll: 0.01,
-                    pitch: 0.0,
-                    body_height: 0.25,
-                    max_joint_temp: 40.0,
-                    faults: 0,
-                };
-                let n = encode(i as u16, &RobotMsg::Step(step), &mut wire).unwrap();
-                if writer.write_all(&wire[..n]).is_err() {
+                let frame = step_frame(i, 0.01);
+                if telemetry.lock().unwrap().write_all(&frame).is_err() {
                     return;
                 }
                 i += 1;
@@ -106,7 +123,20 @@ impl Firmware {
                 }
             }
         });
-        Firmware { estops, stop }
+        Firmware {
+            estops,
+            stop,
+            writer,
+        }
+    }
+
+    /// Writes an unsafe Step; when it was written.
+    fn trip(&self, i: u32) -> Instant {
+        let frame = step_frame(i, 1.0);
+        let mut w = self.writer.lock().unwrap();
+        let at = Instant::now();
+        w.write_all(&frame).unwrap();
+        at
     }
 
     /// Waits for the next EStop on the wire; its arrival time.
@@ -127,6 +157,68 @@ impl Drop for Firmware {
     }
 }
 
+/// The dashboard's STOP: `POST /api/command` on a fresh connection; waits for the answer.
+fn stop_over_http(board: &Dashboard, token: &str) {
+    let body = "{\"cmd\":\"stop\"}";
+    let mut s = std::net::TcpStream::connect(board.local_addr()).expect("connect");
+    s.set_nodelay(true).unwrap();
+    let request = format!(
+        "POST /api/command HTTP/1.1\r\nHost: {}\r\nx-gaittune-token: {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        board.local_addr(),
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// A browser-like client of the dashboard's live events: reads the stream until told to stop.
+fn stream_events(
+    board: &Dashboard,
+    token: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let addr = board.local_addr();
+    let token = token.to_string();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let request = format!(
+            "GET /api/events?token={token} HTTP/1.1\r\nHost: {addr}\r\naccept: text/event-stream\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        let mut bytes = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => bytes += n as u64,
+                Err(_) => {}
+            }
+        }
+        bytes
+    })
+}
+
+/// The safety envelope's EStop: `trips` unsafe Steps, each timed to its EStop on the wire.
+fn envelope_trips(firmware: &Firmware, trips: usize, name: &'static str) -> Summary {
+    let mut summary = Summary {
+        name,
+        latencies: Vec::with_capacity(trips),
+    };
+    for i in 0..trips {
+        firmware.drain();
+        let sent = firmware.trip(1_000_000 + i as u32);
+        summary
+            .latencies
+            .push(firmware.next_estop().duration_since(sent));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    summary
+}
+
 fn stop_over_socket(path: &Path) {
     let mut s = UnixStream::connect(path).expect("connect to the control socket");
     s.write_all(b"{\"cmd\":\"stop\"}\n").unwrap();
@@ -141,6 +233,13 @@ struct Summary {
 }
 
 impl Summary {
+    fn percentiles(&mut self) -> (Duration, Duration) {
+        self.latencies.sort();
+        let l = &self.latencies;
+        let pct = |p: f64| l[((l.len() as f64 - 1.0) * p).round() as usize];
+        (pct(0.5), pct(0.99))
+    }
+
     fn print(&mut self) {
         self.latencies.sort();
         let l = &self.latencies;
@@ -148,7 +247,7 @@ impl Summary {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let p99 = pct(0.99);
         println!(
-            "  {:<8} n={:<4} p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms   target p99 < {} ms: {}",
+            "  {:<9} n={:<4} p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms   target p99 < {} ms: {}",
             self.name,
             l.len(),
             ms(pct(0.5)),
@@ -184,6 +283,8 @@ fn main() {
         RobotLink::from_port(&device, port, LinkSettings::default()).expect("link")
     };
     global_slot().arm(link.sender());
+    let envelope = SafetyEnvelope::default();
+    link.set_step_guard(Box::new(move |s| envelope.check(s).is_some()));
     let running = Arc::new(AtomicBool::new(true));
     let loop_running = running.clone();
     let trial_loop = std::thread::spawn(move || {
@@ -254,12 +355,84 @@ fn main() {
             ctl.display()
         );
     }
+    let token = new_token();
+    let board = Dashboard::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Operator::new(desk.clone(), Arc::new(NoStudy)),
+        token.clone(),
+    )
+    .expect("serve the dashboard");
+    let mut summary = Summary {
+        name: "dashboard",
+        latencies: Vec::with_capacity(stops),
+    };
+    for _ in 0..stops {
+        firmware.drain();
+        desk.release();
+        desk.take_disruptions();
+        let sent = Instant::now();
+        stop_over_http(&board, &token);
+        summary
+            .latencies
+            .push(firmware.next_estop().duration_since(sent));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    results.push(summary);
+
+    // The envelope's EStop, without and with the dashboard streaming.
+    let trips = stops * 5;
+    let mut quiet = envelope_trips(&firmware, trips, "quiet");
+    let streaming = Arc::new(AtomicBool::new(false));
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let client = stream_events(&board, &token, client_stop.clone());
+    let publisher = {
+        let (desk, streaming) = (desk.clone(), streaming.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !streaming.load(Ordering::Relaxed) {
+                desk.publish(
+                    "step",
+                    serde_json::json!({ "trial": 1, "episode": 0, "step": i, "reward": 0.1,
+                        "roll": 1.2, "pitch": -0.4, "height": 0.27, "temp": 41.0 }),
+                );
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut busy = envelope_trips(&firmware, trips, "streaming");
+    streaming.store(true, Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    client_stop.store(true, Ordering::Relaxed);
+    let streamed = client.join().unwrap();
+
     running.store(false, Ordering::Relaxed);
     let _ = trial_loop.join();
     global_slot().disarm();
+    drop(board);
 
     println!("operator STOP -> EStop frame on the wire (pty, telemetry streaming at 50 Hz):");
     for r in &mut results {
         r.print();
     }
+    println!(
+        "safety envelope: unsafe Step -> EStop, without and with a dashboard client streaming ({published} step events published, {} KiB streamed):",
+        streamed / 1024
+    );
+    let (q50, q99) = quiet.percentiles();
+    let (b50, b99) = busy.percentiles();
+    println!(
+        "  quiet     p50 {:>7.3} ms   p99 {:>7.3} ms",
+        q50.as_secs_f64() * 1e3,
+        q99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  streaming p50 {:>7.3} ms   p99 {:>7.3} ms   ratio streaming/quiet: p50 {:.2}x  p99 {:.2}x",
+        b50.as_secs_f64() * 1e3,
+        b99.as_secs_f64() * 1e3,
+        b50.as_secs_f64() / q50.as_secs_f64(),
+        b99.as_secs_f64() / q99.as_secs_f64()
+    );
 }
