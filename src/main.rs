@@ -133,7 +133,9 @@ fn run_study(
         if !config.uses_sim() {
             anyhow::bail!("--realtime slows the simulated robot to wall-clock speed; a real robot runs in real time already (remove --realtime)");
         }
-        config.sim.step_delay_ms = 20.0;
+        if !config.sim.extra_args.iter().any(|a| a == "--realtime") {
+            config.sim.extra_args.push("--realtime".into());
+        }
         config.sim.reset_delay_ms = config.sim.reset_delay_ms.max(1500.0);
     }
     let stopped_by = interrupts.clone();
