@@ -347,3 +347,52 @@ fn operator_go_holds_every_episode_and_the_default_socket_is_found() {
     );
     assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 2);
 }
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // pid (comm) state ppid …; comm may hold spaces.
+                    let after = stat.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_robot_switched_off_during_a_pause_is_reconnected_on_resume() {
+    let w = Workdir::new();
+    let socket = w.path("ctl.sock");
+    let text = sim_config(&w.storage_url(), &w.event_log(), 3, 100, 2.0).replace(
+        "device = \"sim\"",
+        "device = \"sim\"\nsilence_timeout_ms = 400",
+    );
+    let config = w.write_config(&text);
+    let child = spawn_with_control(&w, &config, &socket);
+    wait_until_socket(&socket);
+    ctl_ok(&socket, &["pause"]);
+    wait_for(Duration::from_secs(60), "the pause", || {
+        status(&socket)["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("resume"))
+    });
+    let robot = children_of(child.id());
+    assert_eq!(robot.len(), 1, "the simulated robot is the run's one child");
+    let robot = nix::unistd::Pid::from_raw(robot[0]);
+    // "Switched off": silent for well past the silence timeout and its watchdog.
+    nix::sys::signal::kill(robot, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(robot, nix::sys::signal::Signal::SIGCONT).unwrap();
+    ctl_ok(&socket, &["resume"]);
+    let stdout = finished_ok(child);
+    assert!(stdout.contains("switched off or unplugged"), "{stdout}");
+    assert!(stdout.contains("the robot answers again"), "{stdout}");
+    assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 3);
+}

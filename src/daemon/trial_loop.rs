@@ -493,6 +493,7 @@ impl TrialRunner<'_> {
                 outln!("{e}: the robot is switched off or unplugged? It is reconnected when the study goes on");
                 silent = true;
             }
+            self.report_robot_state(silent);
         }
         if silent {
             let window = Duration::from_millis(self.config.robot.reconnect_ms);
@@ -505,20 +506,52 @@ impl TrialRunner<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if self.operator_latched {
+        let mut released = false;
+        if silent || self.operator_latched {
             let snapshot = or_interrupt!(self, self.link.snapshot())?;
-            if snapshot.state == RobotState::Stopped {
-                or_interrupt!(self, self.link.clear_estop())?;
+            let watchdog = snapshot
+                .status
+                .is_some_and(|s| s.stop_cause.trip_reason() == Some(TripReason::Watchdog));
+            match snapshot.state {
+                RobotState::Stopped if self.operator_latched || watchdog => {
+                    or_interrupt!(self, self.link.clear_estop())?;
+                    released = true;
+                }
+                RobotState::Stopped => {
+                    return Err(Stop::Other(anyhow!(
+                        "the robot on {} came back latched stopped, not by the operator's stop nor its watchdog; check the robot, then rerun with --release-latch",
+                        self.link.device()
+                    )))
+                }
+                RobotState::Running => {
+                    or_interrupt!(self, self.link.abort())?;
+                }
+                _ => {}
             }
+        }
+        if self.operator_latched {
             self.operator_latched = false;
             self.desk.release_done();
             self.desk.publish("robot", json!({ "state": "released" }));
             outln!("released by the operator: ClearEStop acknowledged; the study goes on");
         } else if said.is_some() {
             outln!("resumed by the operator");
+            if released {
+                outln!("the robot's watchdog latched it while it was away: released (a link fault, not a gait's)");
+            }
         }
         self.waiting(None);
         Ok(())
+    }
+
+    /// Puts the robot's last reported state in the status (`silent`: it says nothing now).
+    fn report_robot_state(&self, silent: bool) {
+        let state = if silent {
+            Some("silent".to_string())
+        } else {
+            self.link.robot_state().map(|s| format!("{s:?}"))
+        };
+        self.desk.report(json!({ "robot_state": state }));
     }
 
     /// With `[robot] operator_go`: holds until the operator's go for this episode (a go
@@ -547,6 +580,7 @@ impl TrialRunner<'_> {
                 _ = desk_rx.changed() => {}
                 r = self.link.listen(Duration::from_millis(500)) => r?,
             }
+            self.report_robot_state(false);
         }
     }
 
