@@ -131,7 +131,7 @@ impl Operator {
                 let was = desk.stop(by);
                 // The stop reaches the wire from this thread, as a signal's does.
                 let sent = global_slot().fire();
-                tracing::warn!("operator stop from {by}");
+                tracing::info!("operator stop from {by}");
                 Ok(match (sent, was) {
                     (true, false) => "EStop sent: the robot is stopped and latched; the trial in flight is re-queued. Check the robot, then `release`".into(),
                     (true, true) => "EStop sent again (the robot was already stopped by the operator); `release` after your check".into(),

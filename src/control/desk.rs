@@ -250,7 +250,7 @@ impl Desk {
     }
 
     /// The events already published since the episode in flight began (or the last
-    /// [`RECENT_EVENTS`]), oldest first, and a receiver for the ones after them: what a
+    /// 2000), oldest first, and a receiver for the ones after them: what a
     /// client joining late needs for the live view.
     pub fn recent_and_subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
         let s = self.lock();

@@ -540,6 +540,11 @@ impl TrialRunner<'_> {
                 outln!("the robot's watchdog latched it while it was away: released (a link fault, not a gait's)");
             }
         }
+        if said.is_some() {
+            // A go given before a stop or a pause does not carry over it: the operator
+            // gives it again for the robot as it is now.
+            self.gos_used = self.desk.go_count();
+        }
         self.waiting(None);
         Ok(())
     }
