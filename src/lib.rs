@@ -114,6 +114,7 @@ pub mod export;
 #[cfg(feature = "daemon")]
 pub mod probe;
 pub mod pruner;
+pub mod report;
 #[cfg(feature = "daemon")]
 pub mod robot;
 pub mod safety;

@@ -105,6 +105,19 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<StudiesCmd>,
     },
+    /// Write a study's report: one self-contained HTML file (history, intermediate values,
+    /// parallel coordinates, importances, slice plots, baseline against best, the best gait).
+    Report {
+        /// Storage URL, e.g. sqlite:gaittune.db (opened read-only).
+        #[arg(long)]
+        storage: String,
+        /// Study name.
+        #[arg(long)]
+        study: String,
+        /// Where to write the HTML file.
+        #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Print a study's trials as JSON or CSV.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
@@ -259,9 +272,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Sim(_) | Cmd::Chaos(_) | Cmd::Ctl(_) | Cmd::Studies { .. } | Cmd::Export { .. } => {
-            None
-        }
+        Cmd::Sim(_)
+        | Cmd::Chaos(_)
+        | Cmd::Ctl(_)
+        | Cmd::Studies { .. }
+        | Cmd::Report { .. }
+        | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -377,6 +393,16 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
         }
         Cmd::Ctl(opts) => Ok(ExitCode::from(gaittune::control::ctl::run(&opts)? as u8)),
         Cmd::Studies { storage, action } => studies(&storage, action),
+        Cmd::Report {
+            storage,
+            study,
+            out,
+        } => {
+            let html = gaittune::report::build(&storage, &study)?;
+            std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            println!("report of study '{study}' written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Export {
             storage,
             study,

@@ -254,6 +254,16 @@ async fn run_async(
     };
     outln!("worker {}", lease.worker);
     study.set_study_attr("robot", serde_json::to_value(&info)?)?;
+    if config.uses_sim() {
+        // What a replay needs to run this robot again (`gaittune report`'s gait plot).
+        study.set_study_attr(
+            "sim",
+            serde_json::json!({
+                "model": config.sim.model, "seed": config.sim.seed, "noise": config.sim.noise,
+                "extra_args": config.sim.extra_args,
+            }),
+        )?;
+    }
     let mut first = None;
     if config.study.baseline {
         match baseline_params(study.space(), &info) {

@@ -580,6 +580,99 @@
     el(svg, g, "text", { x: lx + 116, y: (opts.title ? 16 : 12) + 2, "font-size": 11 }, "better");
   }
 
+  /** One parameter against the value (Optuna's slice plot): each finished trial at its value
+   * of `name` (x) and its value (y); complete filled, pruned hollow, failed and unsafe trials
+   * without a value on a strip at the bottom, unsafe ones as red crosses, so where the
+   * unsafe trials fell shows at a glance. Options: title, width, height, choices (labels of
+   * a categorical's values, in order), log (log-scaled x). */
+  function sliceChart(svg, trials, name, opts) {
+    opts = opts || {};
+    clear(svg);
+    var choices = opts.choices || null;
+    var xOf = function (t) {
+      var v = t.params[name];
+      if (choices) {
+        var i = choices.findIndex(function (c) {
+          return String(c) === String(v);
+        });
+        return i >= 0 ? i : null;
+      }
+      if (!isNum(v)) return null;
+      return opts.log ? (v > 0 ? Math.log10(v) : null) : v;
+    };
+    var shown = (trials || []).filter(function (t) {
+      var k = kindOf(t);
+      return k !== "waiting" && k !== "running" && xOf(t) !== null;
+    });
+    var o = Object.assign({}, opts, { title: opts.title || name });
+    if (!shown.length) {
+      frame(svg, o, [0, 1], [0, 1]);
+      message(svg, opts, "no finished trial yet");
+      return;
+    }
+    var values = shown.filter(function (t) {
+      return !t.unsafe;
+    }).map(function (t) {
+      return t.value;
+    });
+    var xs = choices ? [-0.5, choices.length - 0.5] : padded(extent(shown.map(xOf)), 0.04);
+    var f = frame(svg, Object.assign({ xTicks: choices ? 1 : undefined }, o), xs, padded(extent(values), 0.08));
+    if (choices) {
+      choices.forEach(function (c, i) {
+        el(svg, f.g, "text", { x: f.x(i), y: f.y0 + 17, "text-anchor": "middle" }, String(c));
+      });
+    } else if (opts.log) {
+      el(svg, f.g, "text", { x: f.x1, y: f.y0 + 17, "text-anchor": "end", fill: "#777" }, "log10");
+    }
+    var strip = f.y0 - 6;
+    shown.forEach(function (t) {
+      var kind = kindOf(t);
+      var jitter = choices ? ((t.number * 0.6180339887) % 1 - 0.5) * 0.5 : 0;
+      var y = isNum(t.value) && kind !== "unsafe" ? f.y(t.value) : strip;
+      var m = marker(svg, f.g, kind, f.x(xOf(t) + jitter), y);
+      el(svg, m, "title", {}, "trial " + t.number + " " + name + " = " + t.params[name] +
+        (isNum(t.value) ? ", value " + fmt(t.value) : "") + (t.unsafe ? " (unsafe)" : ""));
+    });
+  }
+
+  /** Horizontal bars, largest first: `items` [{label, value}] with values in [0, 1] (e.g.
+   * parameter importances). Options: title, width, height, color. */
+  function barChart(svg, items, opts) {
+    opts = opts || {};
+    clear(svg);
+    var dim = size(svg, opts);
+    items = (items || []).filter(function (it) {
+      return isNum(it.value);
+    }).sort(function (a, b) {
+      return b.value - a.value;
+    });
+    var g = el(svg, svg, "g", { "font-family": "sans-serif", "font-size": 12, fill: COLORS.text });
+    var top = opts.title ? 26 : 6;
+    if (opts.title) el(svg, g, "text", { x: 4, y: 16, "font-weight": "bold" }, opts.title);
+    if (!items.length) {
+      message(svg, opts, opts.empty || "not enough trials yet");
+      return;
+    }
+    var labelW = 12 + 7 * Math.max.apply(null, items.map(function (it) {
+      return String(it.label).length;
+    }));
+    var row = Math.max(14, Math.min(26, (dim.h - top - 4) / items.length));
+    var max = Math.max.apply(null, items.map(function (it) {
+      return it.value;
+    })) || 1;
+    var x0 = labelW;
+    var x1 = dim.w - 56;
+    items.forEach(function (it, i) {
+      var y = top + i * row;
+      el(svg, g, "text", { x: x0 - 6, y: y + row * 0.65, "text-anchor": "end" }, it.label);
+      el(svg, g, "rect", {
+        x: x0, y: y + 2, height: row - 5, width: Math.max(1, (it.value / max) * (x1 - x0)),
+        fill: opts.color || COLORS.complete, "class": "bar",
+      });
+      el(svg, g, "text", { x: x0 + (it.value / max) * (x1 - x0) + 5, y: y + row * 0.65 }, fmt(it.value));
+    });
+  }
+
   global.GaitPlots = {
     COLORS: COLORS,
     normalizeTrial: normalizeTrial,
@@ -595,5 +688,7 @@
     historyChart: historyChart,
     curvesChart: curvesChart,
     parallelCoordinates: parallelCoordinates,
+    sliceChart: sliceChart,
+    barChart: barChart,
   };
 })(typeof window !== "undefined" ? window : this);
