@@ -51,6 +51,11 @@ fn sigint_estops_requeues_and_the_rerun_finishes() {
     );
     assert!(!complete.is_empty());
     let interrupted = waiting[0]["number"].as_u64().unwrap();
+    assert_eq!(
+        waiting[0]["attrs"]["operator"][0],
+        serde_json::json!({"action": "interrupt", "by": "signal SIGINT", "at": waiting[0]["attrs"]["operator"][0]["at"]}),
+        "the record says what stopped it"
+    );
     assert!(in_state(&trials, "RUNNING").is_empty());
 
     let out = w.run(&config, &[]);

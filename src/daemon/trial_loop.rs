@@ -712,9 +712,19 @@ impl TrialRunner<'_> {
         if let Some(number) = in_flight {
             // The trial may already be finished (a safety stop persisted just before the
             // interrupt): then there is nothing to re-queue.
+            let by = match self.interrupts.signal() {
+                Some(signal) => format!("signal {}", signal.as_str()),
+                None => "signal".to_string(),
+            };
             if self
                 .study
-                .call(move |s| s.requeue_if_running(number))
+                .call(move |s| {
+                    let requeued = s.requeue_if_running(number)?;
+                    if requeued {
+                        log_operator_action(s, number, "interrupt", &by, None)?;
+                    }
+                    Ok::<_, StudyError>(requeued)
+                })
                 .await?
             {
                 outln!("trial {number} re-queued (WAITING): it runs again on the next run");
