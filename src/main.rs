@@ -382,8 +382,11 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             study,
             format,
         } => {
-            let text =
-                gaittune::export::export_study(&storage, &study, matches!(format, Format::Csv))?;
+            let format = match format {
+                Format::Json => gaittune::export::ExportFormat::Json,
+                Format::Csv => gaittune::export::ExportFormat::Csv,
+            };
+            let text = gaittune::export::export_study(&storage, &study, format)?;
             print_export(&text)?;
             Ok(ExitCode::SUCCESS)
         }
