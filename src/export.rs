@@ -1,5 +1,6 @@
 //! Exports of a study's trials: JSON (everything), CSV (one row per trial, for a spreadsheet
-//! or pandas, columns as Optuna's `trials_dataframe`). Parameter values are exported as the user wrote them (see
+//! or pandas, columns as Optuna's `trials_dataframe`) and Optuna's journal file
+//! ([`crate::optuna`]). Parameter values are exported as the user wrote them (see
 //! [`SearchSpace::external`]).
 //!
 //! Only a COMPLETE trial has a `value`: a pruned trial's last report (for an unsafe trial, the
@@ -21,6 +22,8 @@ pub enum ExportFormat {
     Json,
     /// CSV, one row per trial ([`export_csv`]).
     Csv,
+    /// Optuna's JournalStorage file ([`crate::optuna::export_journal`]).
+    OptunaJournal,
 }
 
 /// Opens the storage at `storage_url`, reads study `study_name` with its stored space, and
@@ -36,6 +39,7 @@ pub fn export_study(
     Ok(match format {
         ExportFormat::Json => export_json(&trials, &space),
         ExportFormat::Csv => export_csv(&trials, &space),
+        ExportFormat::OptunaJournal => crate::optuna::export_journal(&record, &space, &trials),
     })
 }
 

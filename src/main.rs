@@ -105,7 +105,7 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<StudiesCmd>,
     },
-    /// Print a study's trials as JSON or CSV.
+    /// Print a study's trials as JSON, CSV or an Optuna journal file.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
         #[arg(long)]
@@ -257,10 +257,16 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     ))
 }
 
+/// `gaittune export --format`.
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// Every trial with everything stored about it, as a JSON array.
     Json,
+    /// One row per trial, columns as Optuna's trials_dataframe().
     Csv,
+    /// Optuna's JournalStorage file: `optuna-dashboard study.log`, or
+    /// `optuna.storages.JournalStorage(JournalFileBackend("study.log"))`.
+    OptunaJournal,
 }
 
 fn main() -> ExitCode {
@@ -408,6 +414,7 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             let format = match format {
                 Format::Json => gaittune::export::ExportFormat::Json,
                 Format::Csv => gaittune::export::ExportFormat::Csv,
+                Format::OptunaJournal => gaittune::export::ExportFormat::OptunaJournal,
             };
             let text = gaittune::export::export_study(&storage, &study, format)?;
             print_export(&text)?;
