@@ -303,7 +303,11 @@ fn run_study(
         .into_iter()
         .rev()
         .collect();
-    let trials: Vec<Value> = match gaittune::export::export_study(&storage, "chaos", false) {
+    let trials: Vec<Value> = match gaittune::export::export_study(
+        &storage,
+        "chaos",
+        gaittune::export::ExportFormat::Json,
+    ) {
         Ok(text) => serde_json::from_str(&text)?,
         Err(e) => {
             eprintln!("chaos bench: no study to export ({e})");

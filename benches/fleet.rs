@@ -180,7 +180,7 @@ fn run_once(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = gaittune::export::export_study(storage, name, false)?;
+    let text = gaittune::export::export_study(storage, name, gaittune::export::ExportFormat::Json)?;
     let trials: Vec<Value> = serde_json::from_str(&text)?;
     let finished = trials
         .iter()
@@ -290,6 +290,7 @@ fn storage_cost(url: &str, name: &str, trials: u64) -> Result<f64> {
                 episode_return: t.params["kp"],
                 steps: 200,
                 status: "Completed".into(),
+                seed: None,
             },
         )?;
         study.tell(t.number, t.params["kp"])?;

@@ -218,7 +218,11 @@ fn run_task(
         .as_str()
         .expect("set above")
         .to_string();
-    let export = gaittune::export::export_study(&db, &task.study_name(), false)?;
+    let export = gaittune::export::export_study(
+        &db,
+        &task.study_name(),
+        gaittune::export::ExportFormat::Json,
+    )?;
     let trials_json: Vec<Value> = serde_json::from_str(&export)?;
     let maximize = config.study.direction == gaittune::trial::Direction::Maximize;
     let better = |a: f64, b: f64| if maximize { a > b } else { a < b };

@@ -205,6 +205,7 @@ mod tests {
                     episode_return: i as f64,
                     steps: 10,
                     status: "Completed".into(),
+                    seed: Some(7),
                 },
             )
             .unwrap();

@@ -329,11 +329,23 @@ pub struct ConfigError {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let err = |message: String| ConfigError {
             path: path.display().to_string(),
-            message: format!(
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| {
+            err(format!(
                 "cannot read the config file: {e}. Check the path; ready-made configs are in configs/"
-            ),
+            ))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            err(format!(
+                "the config file is not UTF-8 text: byte offset {at} (line {line}) holds 0x{:02x}, which is not valid UTF-8; save the file as UTF-8",
+                bytes[at]
+            ))
         })?;
         Self::parse(&text, path)
     }
@@ -344,8 +356,32 @@ impl Config {
             path: path.display().to_string(),
             message,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        let space = SearchSpace::from_toml(&raw.space).map_err(|e| err(e.to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(toml_message(text, &e)))?;
+        let space = SearchSpace::from_toml(&raw.space).map_err(|e| {
+            // Parsed again with the parameters' types, the error has its place in the file.
+            #[derive(Deserialize)]
+            struct SpaceOnly {
+                #[allow(dead_code)]
+                space: crate::space::RawSpace,
+            }
+            match toml::from_str::<SpaceOnly>(text) {
+                Err(typed) => err(toml_message(text, &typed)),
+                Ok(_) => {
+                    let message = e.to_string();
+                    let line = message
+                        .strip_prefix("space.")
+                        .and_then(|m| m.split_once(':'))
+                        .and_then(|(name, _)| key_line(text, &format!("space.{name}"), None));
+                    err(match line {
+                        Some(line) => format!("{message} (line {line})"),
+                        None => message,
+                    })
+                }
+            }
+        })?;
+        if let Some(sim) = &raw.sim {
+            validate_sim(sim, text).map_err(err)?;
+        }
         raw.safety.validate().map_err(err)?;
         for (key, value) in &raw.pruner.options {
             if !crate::pruner::KINDS.contains(&key.as_str()) || !value.is_table() {
@@ -433,6 +469,156 @@ impl Config {
     }
 }
 
+/// A TOML error as `table.key (line N): what is wrong`, the line and key found from the
+/// error's place in `text` (the plain message when it has none).
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim_end().replace('\n', "; ");
+    for (ty, range) in [
+        ("u8", "an integer from 0 to 255"),
+        ("u16", "an integer from 0 to 65535"),
+        ("u32", "an integer from 0 to 4294967295"),
+        ("u64", "an integer >= 0"),
+        ("i64", "an integer"),
+        ("f64", "a number"),
+    ] {
+        message = message.replace(&format!("expected {ty}"), &format!("expected {range}"));
+    }
+    let Some(span) = e.span() else {
+        return e.to_string().trim_end().to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |l: &str| -> Option<String> {
+        let t = l.trim();
+        (t.starts_with('[') && t.ends_with(']'))
+            .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    let this = lines.get(line_no - 1).copied().unwrap_or("");
+    let key = match header(this) {
+        Some(table) => table,
+        None => {
+            let table = lines[..(line_no - 1).min(lines.len())]
+                .iter()
+                .rev()
+                .find_map(|l| header(l));
+            let key = this
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_string());
+            match (table, key) {
+                (Some(t), Some(k)) => format!("{t}.{k}"),
+                (None, Some(k)) => k,
+                (Some(t), None) => t,
+                (None, None) => String::new(),
+            }
+        }
+    };
+    if key.is_empty() {
+        format!("line {line_no}: {message}")
+    } else {
+        format!("{key} (line {line_no}): {message}")
+    }
+}
+
+/// The line of `key =` in table `[table]` of `text` (of the table's header if `key` is
+/// `None`), 1-based.
+fn key_line(text: &str, table: &str, key: Option<&str>) -> Option<usize> {
+    let mut in_table = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+            if in_table && key.is_none() {
+                return Some(i + 1);
+            }
+        } else if in_table {
+            if let (Some(key), Some((k, _))) = (key, t.split_once('=')) {
+                if k.trim().trim_matches('"') == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Checks every `[sim]` value as `gaittune sim` would, before anything is started or
+/// created; the message names the key and its line.
+fn validate_sim(sim: &SimConfig, text: &str) -> Result<(), String> {
+    let at = |key: &str| match key_line(text, "sim", Some(key)) {
+        Some(line) => format!("sim.{key} (line {line})"),
+        None => format!("sim.{key}"),
+    };
+    use clap::ValueEnum;
+    if crate::sim::SimModel::from_str(&sim.model, false).is_err() {
+        return Err(format!(
+            "{}: unknown model {:?}; expected \"synthetic\" or \"physics\"",
+            at("model"),
+            sim.model
+        ));
+    }
+    if !sim.noise.is_finite() || sim.noise < 0.0 {
+        return Err(format!(
+            "{}: must be a finite number >= 0 (1 = default realism, 0 = noiseless), got {}",
+            at("noise"),
+            sim.noise
+        ));
+    }
+    for (key, v) in [
+        ("step_delay_ms", sim.step_delay_ms),
+        ("reset_delay_ms", sim.reset_delay_ms),
+    ] {
+        if !(0.0..=3_600_000.0).contains(&v) {
+            return Err(format!(
+                "{}: must be a number of milliseconds between 0 and 3600000, got {v}",
+                at(key)
+            ));
+        }
+    }
+    if sim.watchdog_ms == 0 {
+        return Err(format!(
+            "{}: must be at least 1 ms (the protocol recommends 200 to 5000)",
+            at("watchdog_ms")
+        ));
+    }
+    if let Some(log) = &sim.event_log {
+        let dir = log.parent().filter(|d| !d.as_os_str().is_empty());
+        if log.is_dir() || dir.is_some_and(|d| !d.is_dir()) {
+            return Err(format!(
+                "{}: {} is not a file in an existing directory; create the directory or point it elsewhere",
+                at("event_log"),
+                log.display()
+            ));
+        }
+    }
+    // The whole command line the daemon will give `gaittune sim`, as it will parse it.
+    #[derive(clap::Parser)]
+    struct SimCli {
+        #[command(flatten)]
+        opts: crate::sim::SimOptions,
+    }
+    use clap::Parser;
+    let mut args = vec![
+        "gaittune sim".to_string(),
+        "--model".into(),
+        sim.model.clone(),
+    ];
+    args.extend(sim.extra_args.iter().cloned());
+    let parsed = SimCli::try_parse_from(&args).map_err(|e| {
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        format!("{}: {first}", at("extra_args"))
+    })?;
+    parsed
+        .opts
+        .validate()
+        .map_err(|e| format!("{}: {e}", at("extra_args")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,6 +687,73 @@ high = 3.0
             GOOD.replace("device = \"sim\"", "device = \"/dev/ttyUSB0\"") + "[sim]\nseed = 3\n";
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("[sim]"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_line() {
+        let text = GOOD.replace("low = 0.5", "low = \"text\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("space.freq_hz.low (line 8)") && e.contains("expected a number"),
+            "{e}"
+        );
+        assert!(!e.contains("untagged"), "{e}");
+        let text = GOOD.replace("[space", "[episode]\nmax_steps = -3\n[space");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("episode.max_steps (line 7)"), "{e}");
+        assert!(e.contains("an integer from 0 to 4294967295"), "{e}");
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_byte_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let mut bytes = GOOD.as_bytes().to_vec();
+        let at = GOOD.find("\"t\"").unwrap() + 1;
+        bytes[at] = 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("byte offset {at} (line 3)")) && e.contains("0xff"),
+            "{e}"
+        );
+        assert!(!e.contains("Check the path"), "{e}");
+    }
+
+    #[test]
+    fn every_sim_value_is_checked_naming_its_key() {
+        for (line, key) in [
+            ("model = \"fizz\"", "sim.model (line 7)"),
+            ("noise = -1.0", "sim.noise (line 7)"),
+            ("noise = nan", "sim.noise (line 7)"),
+            ("step_delay_ms = -5.0", "sim.step_delay_ms (line 7)"),
+            ("reset_delay_ms = 1e12", "sim.reset_delay_ms (line 7)"),
+            ("watchdog_ms = 0", "sim.watchdog_ms (line 7)"),
+            ("watchdog_ms = 70000", "sim.watchdog_ms (line 7)"),
+            ("seed = -1", "sim.seed (line 7)"),
+            (
+                "event_log = \"/nonexistent/dir/e.jsonl\"",
+                "sim.event_log (line 7)",
+            ),
+            (
+                "extra_args = [\"--full-params\"]",
+                "sim.extra_args (line 7)",
+            ),
+            ("extra_args = [\"--nope\"]", "sim.extra_args (line 7)"),
+            (
+                "extra_args = [\"--quirk\", \"no-such-quirk\"]",
+                "sim.extra_args (line 7)",
+            ),
+        ] {
+            let text = GOOD.replace("[space", &format!("[sim]\n{line}\n[space"));
+            let e = parse(&text).expect_err(line).to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let ok = GOOD.replace(
+            "[space",
+            "[sim]\nmodel = \"physics\"\nextra_args = [\"--full-params\"]\n[space",
+        );
+        parse(&ok).unwrap();
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
                 episode_return: r,
                 steps: 100,
                 status: "Completed".into(),
+                seed: None,
             })
             .collect();
         if !reeval.is_empty() {

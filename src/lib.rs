@@ -111,6 +111,7 @@ pub mod control;
 pub mod daemon;
 pub mod evaluation;
 pub mod export;
+pub mod optuna;
 #[cfg(feature = "daemon")]
 pub mod probe;
 pub mod pruner;

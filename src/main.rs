@@ -118,7 +118,7 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE", default_value = "report.html")]
         out: PathBuf,
     },
-    /// Print a study's trials as JSON or CSV.
+    /// Print a study's trials as JSON, CSV or an Optuna journal file.
     Export {
         /// Storage URL, e.g. sqlite:gaittune.db.
         #[arg(long)]
@@ -142,6 +142,27 @@ fn run_study(
     interrupts: Interrupts,
 ) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&args.config)?;
+    if reevaluate.is_some() {
+        // Re-evaluating needs a study with trials: never create one (nor its storage).
+        let url = args.storage.as_deref().unwrap_or(&config.study.storage);
+        let name = args.study.as_deref().unwrap_or(&config.study.name);
+        let shown = gaittune::storage::shown_url(url);
+        let no_file = gaittune::storage::sqlite_path(url)
+            .is_some_and(|path| !std::path::Path::new(path).exists());
+        let found = if no_file {
+            None
+        } else {
+            gaittune::storage::open_read_only(url)
+                .and_then(|s| s.load_study(name))
+                .with_context(|| format!("re-evaluating study '{name}' in {shown}"))?
+        };
+        if found.is_none() {
+            anyhow::bail!(
+                "there is no study '{name}' in {shown}, so nothing to re-evaluate: run `gaittune run {}` first, or give the study's --storage and --study",
+                args.config.display()
+            );
+        }
+    }
     if realtime {
         if !config.uses_sim() {
             anyhow::bail!("--realtime slows the simulated robot to wall-clock speed; a real robot runs in real time already (remove --realtime)");
@@ -249,10 +270,16 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     ))
 }
 
+/// `gaittune export --format`.
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// Every trial with everything stored about it, as a JSON array.
     Json,
+    /// One row per trial, columns as Optuna's trials_dataframe().
     Csv,
+    /// Optuna's JournalStorage file: `optuna-dashboard study.log`, or
+    /// `optuna.storages.JournalStorage(JournalFileBackend("study.log"))`.
+    OptunaJournal,
 }
 
 fn main() -> ExitCode {
@@ -281,7 +308,9 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
+            // GAITTUNE_LOG first, then the convention RUST_LOG, then warnings only.
             tracing_subscriber::EnvFilter::try_from_env("GAITTUNE_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -408,8 +437,12 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
             study,
             format,
         } => {
-            let text =
-                gaittune::export::export_study(&storage, &study, matches!(format, Format::Csv))?;
+            let format = match format {
+                Format::Json => gaittune::export::ExportFormat::Json,
+                Format::Csv => gaittune::export::ExportFormat::Csv,
+                Format::OptunaJournal => gaittune::export::ExportFormat::OptunaJournal,
+            };
+            let text = gaittune::export::export_study(&storage, &study, format)?;
             print_export(&text)?;
             Ok(ExitCode::SUCCESS)
         }

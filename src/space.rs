@@ -441,13 +441,36 @@ pub enum RawKind {
 }
 
 /// A number as written in the config: TOML integer or float.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RawNumber {
     /// An integer literal.
     Int(i64),
     /// A float literal.
     Float(f64),
+}
+
+impl<'de> Deserialize<'de> for RawNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number (an integer or a float, e.g. 0.5, without quotes)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawNumber, E> {
+                Ok(RawNumber::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawNumber, E> {
+                i64::try_from(v)
+                    .map(RawNumber::Int)
+                    .map_err(|_| E::custom(format!("{v} is too large for an integer")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawNumber, E> {
+                Ok(RawNumber::Float(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl RawNumber {

@@ -912,6 +912,7 @@ mod tests {
                         episode_return: 4.0,
                         steps: 10,
                         status: "done".into(),
+                        seed: None,
                     },
                 )
                 .unwrap();

@@ -145,6 +145,11 @@ pub struct EpisodeRecord {
     /// How it ended, as reported by the firmware or the daemon (e.g. `done`, `fell`,
     /// `aborted`).
     pub status: String,
+    /// The seed the robot was given for this episode (`StartEpisode.seed`): with the same
+    /// parameters and seed, a deterministic simulator replays the episode exactly. `None` in
+    /// records written before seeds were stored.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// A trial as stored: everything samplers, pruners and exports need to know about it.
@@ -346,6 +351,37 @@ pub fn format_utc(secs: i64, millis: u32) -> String {
     )
 }
 
+/// Parses what [`format_utc`] writes (`2024-05-01T12:34:56.789Z`; the fraction optional,
+/// any number of its digits) into milliseconds since the Unix epoch; `None` otherwise.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let t = text.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let millis = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
+    Some(((days_from_civil(y, m, day) * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis)
+}
+
+/// (year, month, day) in the proleptic Gregorian calendar → days since 1970-01-01 (Howard
+/// Hinnant's algorithm; the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -392,6 +428,29 @@ mod tests {
         assert!(Direction::Minimize.is_better(1.0, 2.0));
         assert!(!Direction::Minimize.is_better(1.0, 1.0));
         assert!("up".parse::<Direction>().is_err());
+    }
+
+    #[test]
+    fn utc_parsing_inverts_formatting() {
+        for (secs, ms) in [
+            (0, 0),
+            (1_714_566_896, 789),
+            (951_782_400, 1),
+            (4_102_444_799, 999),
+        ] {
+            let text = format_utc(secs, ms);
+            assert_eq!(parse_utc(&text), Some(secs * 1000 + ms as i64), "{text}");
+        }
+        assert_eq!(parse_utc("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_utc("1970-01-01T00:00:00.5Z"), Some(500));
+        for bad in [
+            "",
+            "2024-05-01 12:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:00:00",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -443,10 +502,17 @@ mod tests {
             episode_return: 2.5,
             steps: 200,
             status: "done".into(),
+            seed: Some(u64::MAX),
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["return"], 2.5);
+        assert_eq!(v["seed"], u64::MAX);
         let back: EpisodeRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+        // Records written before seeds were stored still load.
+        let old: EpisodeRecord =
+            serde_json::from_str(r#"{"episode": 0, "return": 1.0, "steps": 5, "status": "done"}"#)
+                .unwrap();
+        assert_eq!(old.seed, None);
     }
 }

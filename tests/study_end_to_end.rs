@@ -49,7 +49,28 @@ fn a_whole_study_completes_and_is_exported() {
     }
     // The robot saw exactly one episode start per trial.
     let events = w.events();
-    assert_eq!(named(&events, "episode_start").len(), 6);
+    let starts = named(&events, "episode_start");
+    assert_eq!(starts.len(), 6);
+    // Each stored episode carries the seed the robot was given (what a replay needs).
+    for t in &trials {
+        for e in t["episodes"].as_array().unwrap() {
+            let seed = e["seed"].as_u64().unwrap_or_else(|| panic!("no seed: {t}"));
+            assert!(
+                starts.iter().any(|s| s["trial"] == t["number"]
+                    && s["episode"] == e["episode"]
+                    && s["seed"].as_u64() == Some(seed)),
+                "seed {seed} of trial {} episode {} is not the one the robot got",
+                t["number"],
+                e["episode"]
+            );
+        }
+        // Only a complete trial has a value; a pruned one's last report is its own field.
+        if t["state"] == "PRUNED" {
+            assert!(t["value"].is_null(), "{t}");
+        }
+        let last = t["intermediate"].as_array().unwrap().last().cloned();
+        assert_eq!(t["last_intermediate"], last.unwrap_or_default(), "{t}");
+    }
 
     // Running again with a larger size continues the same study.
     let out = w.run(&config, &["--trials", "8"]);
@@ -90,8 +111,20 @@ fn csv_export_has_a_row_per_trial() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("number,state,value"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with(
+            "number,value,datetime_start,datetime_complete,duration,params_duty_factor,"
+        ) && lines[0].contains(",state,prune_reason,last_intermediate,"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines.len(), 4, "{text}");
+    // Finished trials have a duration in seconds.
+    let duration = lines[0].split(',').position(|c| c == "duration").unwrap();
+    for row in &lines[1..] {
+        let cell = row.split(',').nth(duration).unwrap();
+        assert!(cell.parse::<f64>().is_ok_and(|d| d >= 0.0), "{row}");
+    }
 }
 
 #[test]

@@ -9,6 +9,18 @@ use crate::config::Config;
 use crate::robot::{Applied, RobotInfo};
 use crate::space::{Distribution, Params, SearchSpace};
 
+/// A number that travelled as an `f32` (the firmware's limits and defaults) as the shortest
+/// text that reads back as that `f32`: `0.8`, not `0.800000011920929`. Other numbers as
+/// they are.
+pub fn f32_text(x: f64) -> String {
+    let f = x as f32;
+    if f64::from(f) == x {
+        f.to_string()
+    } else {
+        x.to_string()
+    }
+}
+
 /// Refuses a search space that leaves the firmware's declared limits, naming the parameter
 /// and both ranges.
 pub fn check_space_against_firmware(
@@ -33,8 +45,8 @@ pub fn check_space_against_firmware(
             bail!(
                 "{}: space.{name} = [{low}, {high}] leaves the robot's declared limits [{}, {}] for '{name}'; narrow the range to fit inside them",
                 config.path.display(),
-                decl.min,
-                decl.max
+                f32_text(decl.min),
+                f32_text(decl.max)
             );
         }
     }
@@ -56,7 +68,7 @@ pub fn baseline_params(space: &SearchSpace, info: &RobotInfo) -> Result<Params, 
             .ok_or_else(|| {
                 format!(
                     "the firmware default of '{name}' ({}) is not a value of space.{name}",
-                    decl.default
+                    f32_text(decl.default)
                 )
             })?;
         params.insert(name.to_string(), internal);
@@ -172,6 +184,29 @@ mod tests {
             choices = [0, 1, 2]
         "#;
         SearchSpace::from_toml(&toml::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn firmware_numbers_print_at_f32_precision() {
+        assert_eq!(f32_text(f64::from(0.8f32)), "0.8");
+        assert_eq!(f32_text(f64::from(-85.5f32)), "-85.5");
+        assert_eq!(
+            f32_text(0.1 + 0.2),
+            "0.30000000000000004",
+            "not an f32: as it is"
+        );
+        let mut robot = info();
+        robot.params[0].max = f64::from(0.8f32);
+        robot.params[0].min = f64::from(0.1f32);
+        let config = crate::config::Config::parse(
+            "[study]\nname = \"t\"\n[robot]\ndevice = \"/dev/null\"\n[space.freq]\ntype = \"float\"\nlow = 0.5\nhigh = 3.0\n",
+            std::path::Path::new("c.toml"),
+        )
+        .unwrap();
+        let e = check_space_against_firmware(&space(), &robot, &config)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[0.1, 0.8]"), "{e}");
     }
 
     #[test]

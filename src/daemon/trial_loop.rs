@@ -1329,6 +1329,7 @@ impl TrialRunner<'_> {
                         episode_return: episode_return as f64,
                         steps,
                         status: format!("{status:?}"),
+                        seed: Some(seed),
                     };
                     self.desk.publish(
                         "episode_ended",

@@ -66,6 +66,9 @@ use synthetic::SyntheticQuadruped;
 pub const STEP_PERIOD_US: u32 = 20_000;
 /// Robot identifier announced by the simulated firmware.
 pub const ROBOT_ID: &str = "sim-quadruped";
+/// The longest episode `--replay` runs, in control steps (its trace is kept in memory for
+/// the plot and the summary).
+pub const MAX_REPLAY_STEPS: u32 = 1_000_000;
 /// Longest the serve loop sleeps without checking on its parent process.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(50);
 
@@ -103,8 +106,9 @@ pub struct SimOptions {
     /// With --replay: draw the episode (trunk path, height, joint angles) to this SVG file.
     #[arg(long, value_name = "OUT.svg", requires = "replay")]
     pub plot: Option<PathBuf>,
-    /// With --replay: episode length in control steps.
-    #[arg(long, default_value_t = 500)]
+    /// With --replay: episode length in control steps (at most 1000000: 5.6 hours of
+    /// robot time).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=MAX_REPLAY_STEPS as i64))]
     pub replay_steps: u32,
     /// With --replay: the episode seed (StartEpisode's seed).
     #[arg(long, default_value_t = 1)]
@@ -132,7 +136,7 @@ pub struct SimOptions {
     #[arg(long)]
     pub event_log: Option<PathBuf>,
     /// Exit when the parent process goes away (set by the daemon when it spawns the sim).
-    #[arg(long)]
+    #[arg(long, hide = true)]
     pub exit_with_parent: bool,
     /// Misbehave on purpose, as a firmware that breaks a rule of SPEC.md or a robot that
     /// reboots on cue (for tests and `gaittune probe` demonstrations); repeatable. See
@@ -192,6 +196,12 @@ impl SimOptions {
             if self.replay.is_some() {
                 bail!("--replay runs the physics robot only: add --model physics");
             }
+        }
+        if self.replay_steps == 0 || self.replay_steps > MAX_REPLAY_STEPS {
+            bail!(
+                "--replay-steps must be between 1 and {MAX_REPLAY_STEPS}, got {}",
+                self.replay_steps
+            );
         }
         if self.plot.is_some() && self.replay.is_none() {
             bail!("--plot draws a replayed episode: add --replay PARAMS.json");

@@ -34,6 +34,7 @@ fn episode() -> EpisodeRecord {
         episode_return: 1.0,
         steps: 10,
         status: "Completed".into(),
+        seed: Some(u64::MAX - 1),
     }
 }
 

@@ -599,6 +599,7 @@ mod tests {
                     episode_return: 3.5,
                     steps: 200,
                     status: format!("ep{i}"),
+                    seed: None,
                 },
             )
             .unwrap();

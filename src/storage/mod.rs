@@ -1,8 +1,9 @@
 //! Where studies and trials live. Every method of [`Storage`] is one transaction, committed
 //! before it returns: every state change is persisted before the daemon acts on it.
 //!
-//! Open a storage from a URL with [`open`]: `sqlite:PATH` (or `sqlite://PATH`) is the
-//! embedded default (feature `sqlite`; one machine); `postgresql://user@host[:port]/db` (or
+//! Open a storage from a URL with [`open`]: `sqlite:PATH` (also `sqlite://PATH`, and as
+//! Optuna and SQLAlchemy write them `sqlite:///relative.db` and `sqlite:////absolute.db`; see
+//! [`sqlite_path`]) is the embedded default (feature `sqlite`; one machine); `postgresql://user@host[:port]/db` (or
 //! `postgres://`, feature `postgres`) is for fleets of workers on several machines; `memory:`
 //! is a fresh in-memory store for library users and tests ([`MemoryStorage`], always built).
 //!
@@ -106,7 +107,7 @@ pub struct StudyRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The URL's scheme is not supported.
-    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH and sqlite://PATH (e.g. sqlite:gaittune.db), postgresql://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB, and memory: (a fresh store that lives as long as the process)")]
+    #[error("unsupported storage URL {url:?}: supported are sqlite:PATH (e.g. sqlite:gaittune.db), sqlite:///RELATIVE.db and sqlite:////ABSOLUTE.db as in Optuna, postgresql://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB, and memory: (a fresh store that lives as long as the process)")]
     UnsupportedUrl {
         /// The URL given.
         url: String,
@@ -334,7 +335,17 @@ pub trait Storage: Send {
     ) -> Result<Option<serde_json::Value>, StorageError>;
 }
 
-/// Opens a storage from a URL: `sqlite:PATH` or `sqlite://PATH` (the database file is
+/// The file a SQLite storage URL names, `None` if `url` is not one: `sqlite:PATH` and
+/// `sqlite://PATH` name PATH as written; as in Optuna (SQLAlchemy), three slashes start a
+/// relative path and four an absolute one: `sqlite:///study.db` is `study.db` in the working
+/// directory, `sqlite:////data/study.db` is `/data/study.db`.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite:///")
+        .or_else(|| url.strip_prefix("sqlite://"))
+        .or_else(|| url.strip_prefix("sqlite:"))
+}
+
+/// Opens a storage from a URL: a SQLite file ([`sqlite_path`]; the database file is
 /// created if missing), `postgresql://USER@HOST[:PORT]/DB` or `postgres://...` (the
 /// database must exist; its tables are created if missing), or `memory:` (a fresh, empty
 /// in-memory store each time).
@@ -351,9 +362,7 @@ pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
             feature: "postgres",
         });
     }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"));
+    let path = sqlite_path(url);
     match path {
         #[cfg(feature = "sqlite")]
         Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open(path)?)),
@@ -403,9 +412,7 @@ pub fn shown_url(url: &str) -> String {
 /// Opens a storage from a URL for reading only (exports, listings): a SQLite file must
 /// exist and is neither created, migrated nor changed.
 pub fn open_read_only(url: &str) -> Result<Box<dyn Storage>, StorageError> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"));
+    let path = sqlite_path(url);
     match path {
         #[cfg(feature = "sqlite")]
         Some(path) if !path.is_empty() => Ok(Box::new(SqliteStorage::open_read_only(path)?)),
@@ -454,15 +461,37 @@ mod tests {
         let a = dir.path().join("a.db");
         let s = open(&format!("sqlite:{}", a.display())).unwrap();
         assert_eq!(s.location(), format!("sqlite:{}", a.display()));
+        // Optuna's forms: four slashes before an absolute path, three before a relative one.
         let b = dir.path().join("b.db");
-        open(&format!("sqlite://{}", b.display())).unwrap();
+        let s = open(&format!("sqlite:///{}", b.display())).unwrap();
+        assert_eq!(s.location(), format!("sqlite:{}", b.display()));
         assert!(a.exists() && b.exists());
+        assert_eq!(sqlite_path("sqlite:///study.db"), Some("study.db"));
+        assert_eq!(
+            sqlite_path("sqlite:////data/study.db"),
+            Some("/data/study.db")
+        );
+        assert_eq!(sqlite_path("sqlite:///sub/study.db"), Some("sub/study.db"));
+        assert_eq!(sqlite_path("sqlite://study.db"), Some("study.db"));
+        assert_eq!(sqlite_path("sqlite:/data/study.db"), Some("/data/study.db"));
+        assert_eq!(sqlite_path("postgresql://h/db"), None);
+        // A relative one lands in the working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let name = format!("gaittune-url-test-{}.db", std::process::id());
+        let s = open(&format!("sqlite:///{name}")).unwrap();
+        assert_eq!(s.location(), format!("sqlite:{name}"));
+        drop(s);
+        assert!(cwd.join(&name).exists());
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(cwd.join(format!("{name}{ext}")));
+        }
 
         for bad in [
             "mysql://host/db",
             "postgresql:db",
             "gaittune.db",
             "sqlite:",
+            "sqlite:///",
             "",
         ] {
             let e = open(bad).err().expect(bad).to_string();

@@ -10,7 +10,8 @@
 //! `serde_json` wrote, not `JSONB`: `JSONB` would store numbers as `numeric` and lose `-0.0`,
 //! and undecodable attributes are reported as [`StorageError::Corrupt`] as with SQLite.
 //!
-//! Schema version 2, as SQLite's. The schema is created (or migrated) in one transaction
+//! Schema version 3, as SQLite's (version 3 adds each episode's seed, the `u64` stored bit
+//! for bit as a BIGINT). The schema is created (or migrated) in one transaction
 //! holding an advisory lock, so processes opening a fresh database at once wait for each
 //! other; a database written by a newer schema is refused rather than misread.
 //!
@@ -40,7 +41,7 @@ use crate::space::Params;
 use crate::trial::{Direction, EpisodeRecord, FrozenTrial, TrialState};
 
 /// The schema version this code reads and writes (the same numbering as SQLite's).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock serialising schema creation and migration: the ASCII of `gaittune`.
 const SCHEMA_LOCK_KEY: i64 = 0x6761_6974_7475_6e65;
@@ -99,14 +100,18 @@ CREATE TABLE IF NOT EXISTS gaittune_episodes (
     "return" DOUBLE PRECISION NOT NULL,
     steps    BIGINT NOT NULL,
     status   TEXT NOT NULL,
+    seed     BIGINT,
     PRIMARY KEY (trial_id, episode)
 );
 CREATE TABLE IF NOT EXISTS gaittune_schema_version (version BIGINT NOT NULL);
 "#;
 
 /// Schema upgrades: (version, the SQL that takes it to the next). PostgreSQL storage began
-/// at version 2, so there is none yet; version 3 will add `(2, "ALTER TABLE ...")`.
-const MIGRATIONS: &[(i64, &str)] = &[];
+/// at version 2.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    2,
+    "ALTER TABLE gaittune_episodes ADD COLUMN IF NOT EXISTS seed BIGINT;",
+)];
 
 /// The server's clock in Unix milliseconds: the lease clock.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -408,7 +413,7 @@ fn read_trials(
     let rows = tx
         .query(
             &format!(
-                "SELECT e.trial_id, e.episode, e.\"return\", e.steps, e.status
+                "SELECT e.trial_id, e.episode, e.\"return\", e.steps, e.status, e.seed
                  FROM gaittune_episodes e JOIN gaittune_trials t ON t.id = e.trial_id
                  WHERE {TRIAL_FILTER} ORDER BY e.trial_id, e.episode"
             ),
@@ -422,6 +427,7 @@ fn read_trials(
                 episode_return: col(location, row, 2)?,
                 steps: from_i64(location, "an episode's steps", col(location, row, 3)?)?,
                 status: col(location, row, 4)?,
+                seed: col::<Option<i64>>(location, row, 5)?.map(|s| s as u64),
             });
         }
     }
@@ -1149,16 +1155,18 @@ impl super::Storage for PostgresStorage {
                 episode.episode_return,
             )?;
             tx.execute(
-                "INSERT INTO gaittune_episodes (trial_id, episode, \"return\", steps, status)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO gaittune_episodes (trial_id, episode, \"return\", steps, status, seed)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (trial_id, episode) DO UPDATE SET \"return\" = EXCLUDED.\"return\",
-                     steps = EXCLUDED.steps, status = EXCLUDED.status",
+                     steps = EXCLUDED.steps, status = EXCLUDED.status, seed = EXCLUDED.seed",
                 &[
                     &id,
                     &i64::from(episode.episode),
                     &episode.episode_return,
                     &i64::from(episode.steps),
                     &episode.status,
+                    // Bit for bit: BIGINT is an i64.
+                    &episode.seed.map(|s| s as i64),
                 ],
             )
             .ctx(loc, "add episode")?;
@@ -1549,6 +1557,7 @@ mod tests {
                 episode_return: 3.5,
                 steps: 200,
                 status: "done".into(),
+                seed: Some(u64::MAX - 3),
             };
             s.add_episode(
                 id,
@@ -1613,6 +1622,7 @@ mod tests {
         assert_eq!(t0.episodes.len(), 1);
         assert_eq!(t0.episodes[0].status, "done");
         assert_eq!(t0.episodes[0].steps, 200);
+        assert_eq!(t0.episodes[0].seed, Some(u64::MAX - 3));
         assert_eq!(t0.attrs["unsafe_detail"], json!({"roll": 0.2, "z": -0.0}));
         assert!(t0.attrs["unsafe_detail"]["z"]
             .as_f64()
@@ -1848,6 +1858,35 @@ mod tests {
             (row.get::<_, i64>(0), row.get::<_, Option<i64>>(1)),
             (1, Some(SCHEMA_VERSION))
         );
+    }
+
+    #[test]
+    fn a_version_2_database_is_migrated() {
+        let Some(mut scratch) = Scratch::new() else {
+            return;
+        };
+        let url = scratch.schema();
+        let s = PostgresStorage::open(&url).unwrap();
+        let id = s.create_study("old", Direction::Maximize, "{}").unwrap().id;
+        s.create_trial(id, TrialState::Running, &Params::new())
+            .unwrap();
+        drop(s);
+        sql(
+            &url,
+            "ALTER TABLE gaittune_episodes DROP COLUMN seed;
+             INSERT INTO gaittune_episodes (trial_id, episode, \"return\", steps, status)
+                 SELECT id, 0, 1.5, 10, 'Completed' FROM gaittune_trials;
+             UPDATE gaittune_schema_version SET version = 2;",
+        );
+        let s = PostgresStorage::open(&url).unwrap();
+        assert_eq!(s.list_trials(id).unwrap()[0].episodes[0].seed, None);
+        drop(s);
+        let version: i64 = Client::connect(&url, NoTls)
+            .unwrap()
+            .query_one("SELECT max(version) FROM gaittune_schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

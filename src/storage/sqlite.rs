@@ -2,9 +2,11 @@
 //! transaction is lost on power loss), foreign keys on, a busy timeout so a second process
 //! (an export, a dashboard) can read while the daemon writes.
 //!
-//! Schema version 2 (table `schema_version`): version 1 plus each trial's worker and lease
-//! (`trials.worker`, `trials.lease_until_ms`, Unix ms). A version-1 file is migrated when
-//! opened for writing; a file written by a newer schema is refused rather than misread.
+//! Schema version 3 (table `schema_version`): version 1 plus each trial's worker and lease
+//! (`trials.worker`, `trials.lease_until_ms`, Unix ms; version 2), plus each episode's seed
+//! (`episodes.seed`, the `u64` stored bit for bit as an INTEGER; version 3). An older file is
+//! migrated when opened for writing and read through views when opened read-only; a file
+//! written by a newer schema is refused rather than misread.
 //!
 //! Leases use this machine's clock: workers sharing one SQLite file run on one machine.
 //!
@@ -24,7 +26,7 @@ use crate::space::Params;
 use crate::trial::{now_utc, Direction, EpisodeRecord, FrozenTrial, TrialState};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +73,7 @@ CREATE TABLE episodes (
     "return" REAL NOT NULL,
     steps    INTEGER NOT NULL,
     status   TEXT NOT NULL,
+    seed     INTEGER,
     PRIMARY KEY (trial_id, episode)
 ) WITHOUT ROWID;
 "#;
@@ -79,6 +82,11 @@ CREATE TABLE episodes (
 const MIGRATE_1_TO_2: &str = r#"
 ALTER TABLE trials ADD COLUMN worker TEXT;
 ALTER TABLE trials ADD COLUMN lease_until_ms INTEGER;
+"#;
+
+/// Schema version 2 → 3: each episode's seed.
+const MIGRATE_2_TO_3: &str = r#"
+ALTER TABLE episodes ADD COLUMN seed INTEGER;
 "#;
 
 /// A [`super::Storage`] in one SQLite file.
@@ -344,7 +352,7 @@ fn read_trials(
     }
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT e.trial_id, e.episode, e.\"return\", e.steps, e.status FROM episodes e
+            "SELECT e.trial_id, e.episode, e.\"return\", e.steps, e.status, e.seed FROM episodes e
              JOIN trials t ON t.id = e.trial_id
              WHERE {TRIAL_FILTER} ORDER BY e.trial_id, e.episode"
         ))
@@ -358,6 +366,7 @@ fn read_trials(
                     episode_return: r.get(2)?,
                     steps: r.get(3)?,
                     status: r.get(4)?,
+                    seed: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
                 },
             ))
         })
@@ -462,8 +471,8 @@ impl SqliteStorage {
 
     /// Opens an existing database file for reading only: it is never created, migrated or
     /// switched to WAL, and every write is refused (for exports and listings, which must not
-    /// change a file). A file of schema version 1 is read through a view that adds the
-    /// version-2 columns.
+    /// change a file). A file of an older schema is read through views that add the newer
+    /// columns (as NULL).
     pub fn open_read_only(path: &str) -> Result<SqliteStorage, StorageError> {
         use rusqlite::OpenFlags;
         let location = format!("sqlite:{path}");
@@ -501,13 +510,19 @@ impl SqliteStorage {
             .ctx(loc, "read schema_version")?;
         match version {
             Some(SCHEMA_VERSION) => {}
-            Some(1) => {
+            Some(v @ (1 | 2)) => {
                 // The temp schema is writable even when the file is not, and is searched first.
+                if v == 1 {
+                    conn.execute_batch(
+                        "CREATE TEMP VIEW trials AS
+                         SELECT *, NULL AS worker, NULL AS lease_until_ms FROM main.trials;",
+                    )
+                    .ctx(loc, "read a version-1 file")?;
+                }
                 conn.execute_batch(
-                    "CREATE TEMP VIEW trials AS
-                     SELECT *, NULL AS worker, NULL AS lease_until_ms FROM main.trials;",
+                    "CREATE TEMP VIEW episodes AS SELECT *, NULL AS seed FROM main.episodes;",
                 )
-                .ctx(loc, "read a version-1 file")?;
+                .ctx(loc, &format!("read a version-{v} file"))?;
             }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(invalid(
@@ -562,9 +577,13 @@ impl SqliteStorage {
                 .ctx(loc, "read schema_version")?;
             match version {
                 Some(SCHEMA_VERSION) => Ok(()),
-                Some(1) => {
-                    tx.execute_batch(MIGRATE_1_TO_2)
-                        .ctx(loc, "migrate the schema from version 1 to 2")?;
+                Some(v @ (1 | 2)) => {
+                    if v == 1 {
+                        tx.execute_batch(MIGRATE_1_TO_2)
+                            .ctx(loc, "migrate the schema from version 1 to 2")?;
+                    }
+                    tx.execute_batch(MIGRATE_2_TO_3)
+                        .ctx(loc, "migrate the schema from version 2 to 3")?;
                     tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])
                         .ctx(loc, "write schema_version")?;
                     Ok(())
@@ -1046,14 +1065,16 @@ impl super::Storage for SqliteStorage {
                 episode.episode_return,
             )?;
             tx.execute(
-                "INSERT OR REPLACE INTO episodes (trial_id, episode, \"return\", steps, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO episodes (trial_id, episode, \"return\", steps, status, seed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     id,
                     episode.episode,
                     episode.episode_return,
                     episode.steps,
-                    episode.status
+                    episode.status,
+                    // Bit for bit: SQLite's INTEGER is an i64.
+                    episode.seed.map(|s| s as i64)
                 ],
             )
             .ctx(loc, "add episode")?;
@@ -1263,14 +1284,16 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         let v1 = SCHEMA
             .replace("    worker       TEXT,\n", "")
-            .replace("    lease_until_ms INTEGER,\n", "");
-        assert!(!v1.contains("lease_until_ms"));
+            .replace("    lease_until_ms INTEGER,\n", "")
+            .replace("    seed     INTEGER,\n", "");
+        assert!(!v1.contains("lease_until_ms") && !v1.contains("seed"));
         conn.execute_batch(&v1).unwrap();
         conn.execute_batch(
             "CREATE TABLE schema_version (version INTEGER NOT NULL);
              INSERT INTO schema_version VALUES (1);
              INSERT INTO studies (name, direction, space_json, created_at) VALUES ('old', 'maximize', '{}', 'x');
-             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'RUNNING');",
+             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'RUNNING');
+             INSERT INTO episodes VALUES (1, 0, 1.5, 10, 'Completed');",
         )
         .unwrap();
         drop(conn);
@@ -1281,6 +1304,7 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let id = s.load_study("old").unwrap().unwrap().id;
+        assert_eq!(s.list_trials(id).unwrap()[0].episodes[0].seed, None);
         assert_eq!(s.requeue_running(id).unwrap(), vec![0]);
     }
 
@@ -1325,19 +1349,22 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         let v1 = SCHEMA
             .replace("    worker       TEXT,\n", "")
-            .replace("    lease_until_ms INTEGER,\n", "");
+            .replace("    lease_until_ms INTEGER,\n", "")
+            .replace("    seed     INTEGER,\n", "");
         conn.execute_batch(&v1).unwrap();
         conn.execute_batch(
             "CREATE TABLE schema_version (version INTEGER NOT NULL);
              INSERT INTO schema_version VALUES (1);
              INSERT INTO studies (name, direction, space_json, created_at) VALUES ('old', 'maximize', '{}', 'x');
-             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'WAITING');",
+             INSERT INTO trials (study_id, number, state) VALUES (1, 0, 'WAITING');
+             INSERT INTO episodes VALUES (1, 0, 1.5, 10, 'Completed');",
         )
         .unwrap();
         drop(conn);
         let r = SqliteStorage::open_read_only(&path).unwrap();
         let id = r.load_study("old").unwrap().unwrap().id;
-        assert_eq!(r.list_trials(id).unwrap()[0].worker, None);
+        let t = &r.list_trials(id).unwrap()[0];
+        assert_eq!((&t.worker, t.episodes[0].seed), (&None, None));
         drop(r);
         let version: i64 = Connection::open(&path)
             .unwrap()
@@ -1423,6 +1450,7 @@ mod tests {
                     episode_return: 3.5,
                     steps: 200,
                     status: "done".into(),
+                    seed: Some(u64::MAX - 3),
                 },
             )
             .unwrap();
@@ -1467,6 +1495,7 @@ mod tests {
         );
         assert_eq!(t0.episodes.len(), 1);
         assert_eq!(t0.episodes[0].status, "done");
+        assert_eq!(t0.episodes[0].seed, Some(u64::MAX - 3));
         assert_eq!(t0.attrs["unsafe_detail"], json!({"roll": 0.2}));
         assert!(t0.started_at.is_some() && t0.finished_at.is_some());
         let t1 = &trials[1];

@@ -60,6 +60,10 @@
       number: isNum(raw.number) ? raw.number : Number(raw.number),
       state: String(raw.state || "UNKNOWN").toUpperCase(),
       value: isNum(raw.value) ? raw.value : null,
+      // Where a pruned trial stood when it was stopped (no result: drawn apart from values).
+      last: Array.isArray(raw.last_intermediate) && isNum(raw.last_intermediate[1])
+        ? raw.last_intermediate[1]
+        : null,
       params: raw.params && typeof raw.params === "object" ? raw.params : {},
       intermediate: intermediatePairs(raw.intermediate),
       attrs: attrs,
@@ -334,9 +338,12 @@
       message(svg, opts, "no finished trial yet");
       return;
     }
-    var values = trials.map(function (t) {
-      return t.value;
-    });
+    // A pruned (not unsafe) trial is drawn hollow where it stood when stopped.
+    var shownAt = function (t) {
+      if (isNum(t.value)) return t.value;
+      return kindOf(t) === "pruned" && isNum(t.last) ? t.last : null;
+    };
+    var values = trials.map(shownAt);
     var ys = padded(extent(values), 0.06);
     var xs = extent(trials.map(function (t) {
       return t.number;
@@ -359,7 +366,7 @@
     var floor = f.y0 - 6;
     trials.forEach(function (t) {
       var kind = kindOf(t);
-      var y = isNum(t.value) ? f.y(t.value) : floor;
+      var y = isNum(shownAt(t)) ? f.y(shownAt(t)) : floor;
       var m = marker(svg, f.g, kind, f.x(t.number), y);
       el(svg, m, "title", {}, "trial " + t.number + " " + (t.unsafe ? "UNSAFE" : t.state) +
         (isNum(t.value) ? " value " + fmt(t.value) : "") + (t.reason ? " (" + t.reason + ")" : ""));
