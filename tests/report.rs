@@ -123,3 +123,37 @@ fn the_report_is_one_offline_file_that_draws_every_plot() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "the report logged errors: {errors:?}");
 }
+
+#[test]
+fn a_stored_trial_replays_to_its_stored_return() {
+    let w = Workdir::new();
+    let config = small_physics_config(&w);
+    w.run_ok(&config);
+    let trials = w.export("sim-quadruped");
+    // A complete trial and, if any, one stopped as unsafe: both ran exactly so.
+    let mut chosen = vec![in_state(&trials, "COMPLETE")[0]["number"].as_u64().unwrap()];
+    if let Some(t) = trials.iter().find(|t| t["prune_reason"] == "unsafe") {
+        chosen.push(t["number"].as_u64().unwrap());
+    }
+    for number in chosen {
+        let out = Command::new(bin())
+            .args(["sim", "--replay", "--storage", &w.storage_url()])
+            .args(["--study", "sim-quadruped", "--trial", &number.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stored = &trials.iter().find(|t| t["number"] == number).unwrap()["episodes"][0];
+        assert_eq!(summary["stored"]["seed"], stored["seed"], "{summary}");
+        assert_eq!(summary["episode_seed"], stored["seed"]);
+        assert_eq!(
+            summary["return"], stored["return"],
+            "trial {number}: {summary}"
+        );
+        assert_eq!(summary["matches"], true);
+    }
+}

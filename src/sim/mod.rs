@@ -41,12 +41,14 @@
 //! output (a whole trial object is accepted too); missing parameters take their defaults —
 //! and prints a JSON summary on stdout: `steps`, `mean_forward_speed` (m/s), `return`,
 //! `max_joint_temp`, `trip` (null or `{reason, value, step}`). `--plot` also draws the trunk
-//! path, its height and the joint angles to an SVG file.
+//! path, its height and the joint angles to an SVG file. `--replay --storage URL --study
+//! NAME --trial N` replays a stored trial exactly ([`replay`]).
 
 pub mod firmware;
 pub mod physics;
 pub mod pty;
 pub mod quirks;
+pub mod replay;
 pub mod synthetic;
 
 use std::io::Write;
@@ -100,9 +102,23 @@ pub struct SimOptions {
     #[arg(long)]
     pub require_go: bool,
     /// Physics model: run one episode offline with the parameters in this JSON file (name →
-    /// value) and print a summary, instead of serving the protocol.
-    #[arg(long, value_name = "PARAMS.json")]
-    pub replay: Option<PathBuf>,
+    /// value) and print a summary, instead of serving the protocol. Without a file, with
+    /// --storage, --study and --trial: replay what that trial ran (its parameters, episode
+    /// seed and robot), and say whether the return is the stored one.
+    #[arg(long, value_name = "PARAMS.json", num_args = 0..=1)]
+    pub replay: Option<Option<PathBuf>>,
+    /// With --replay and no file: the storage URL of the study.
+    #[arg(long, requires = "replay")]
+    pub storage: Option<String>,
+    /// With --replay and no file: the study's name.
+    #[arg(long, requires = "replay")]
+    pub study: Option<String>,
+    /// With --replay and no file: the trial's number.
+    #[arg(long, requires = "replay")]
+    pub trial: Option<u64>,
+    /// With --replay --trial: which of the trial's episodes.
+    #[arg(long, default_value_t = 0, requires = "trial")]
+    pub episode: u32,
     /// With --replay: draw the episode (trunk path, height, joint angles) to this SVG file.
     #[arg(long, value_name = "OUT.svg", requires = "replay")]
     pub plot: Option<PathBuf>,
@@ -153,6 +169,10 @@ impl Default for SimOptions {
             realtime: false,
             require_go: false,
             replay: None,
+            storage: None,
+            study: None,
+            trial: None,
+            episode: 0,
             plot: None,
             replay_steps: 500,
             replay_seed: 1,
@@ -189,13 +209,18 @@ impl SimOptions {
         if self.watchdog_ms == 0 {
             bail!("--watchdog-ms must be at least 1 (the protocol recommends 200 to 5000)");
         }
+        let from_storage = matches!(self.replay, Some(None));
         if self.model != SimModel::Physics {
             if self.full_params {
                 bail!("--full-params applies to the physics robot only: add --model physics");
             }
-            if self.replay.is_some() {
+            if self.replay.is_some() && !from_storage {
                 bail!("--replay runs the physics robot only: add --model physics");
             }
+        }
+        if from_storage && (self.storage.is_none() || self.study.is_none() || self.trial.is_none())
+        {
+            bail!("--replay without a parameter file replays a stored trial: give --storage URL --study NAME --trial N (or --replay PARAMS.json)");
         }
         if self.replay_steps == 0 || self.replay_steps > MAX_REPLAY_STEPS {
             bail!(
@@ -250,8 +275,8 @@ pub fn fresh_boot_id() -> u32 {
 /// runs one offline episode instead ([module docs](self)).
 pub fn run(opts: &SimOptions) -> anyhow::Result<()> {
     opts.validate()?;
-    if let Some(params) = &opts.replay {
-        return run_replay(opts, params);
+    if opts.replay.is_some() {
+        return replay::run(opts);
     }
     match opts.model {
         SimModel::Synthetic => {
@@ -329,63 +354,6 @@ fn run_model<M: RobotModel>(model: M, opts: &SimOptions) -> anyhow::Result<()> {
         }
         true
     })
-}
-
-/// `--replay`: one offline episode of the physics robot, a JSON summary on stdout, and the
-/// SVG picture with `--plot`.
-fn run_replay(opts: &SimOptions, params: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(params)
-        .with_context(|| format!("reading the parameter file {} (--replay)", params.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not JSON: --replay expects an object name -> value, e.g. {{\"hip_amp\": 0.3}}",
-            params.display()
-        )
-    })?;
-    let map = match json.get("params").and_then(|p| p.as_object()) {
-        Some(inner) => inner,
-        None => json.as_object().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} must hold a JSON object name -> value (or a trial with a \"params\" object)",
-                params.display()
-            )
-        })?,
-    };
-    let model = PhysicsQuadruped::new(opts.seed, opts.noise, opts.full_params);
-    let values = physics::values_from_map(model.params(), map)
-        .with_context(|| format!("in {}", params.display()))?;
-    let replay = physics::replay(&model, &values, opts.replay_seed, opts.replay_steps);
-    let max_temp = replay
-        .frames
-        .iter()
-        .map(|f| f.telemetry.max_joint_temp)
-        .fold(f32::MIN, f32::max);
-    let summary = serde_json::json!({
-        "steps": replay.frames.len(),
-        "seconds": replay.frames.len() as f64 * 0.02,
-        "mean_forward_speed": replay.mean_forward_speed(),
-        "return": replay.episode_return(),
-        "max_joint_temp": if replay.frames.is_empty() { serde_json::Value::Null } else { max_temp.into() },
-        "trip": replay.trip.map(|(reason, value, step)| serde_json::json!({
-            "reason": reason, "value": value, "step": step,
-        })),
-        "params": model.params().iter().zip(&values)
-            .map(|(s, v)| (s.name.to_string(), serde_json::json!(v)))
-            .collect::<serde_json::Map<_, _>>(),
-    });
-    if let Some(out) = &opts.plot {
-        let title = format!(
-            "{}: robot seed {}, episode seed {}, noise {}",
-            params.display(),
-            opts.seed,
-            opts.replay_seed,
-            opts.noise
-        );
-        std::fs::write(out, physics::plot::episode_svg(&replay, &title))
-            .with_context(|| format!("writing the plot {} (--plot)", out.display()))?;
-    }
-    println!("{summary}");
-    Ok(())
 }
 
 /// Set by `SIGUSR2`: reboot the simulated firmware now (a power cycle on cue, for tests and
