@@ -13,6 +13,7 @@ use common::*;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// The checks run inside Python: argv = journal, JSON export, study name.
 const CHECK: &str = r#"
@@ -170,4 +171,96 @@ fn optuna_loads_the_exported_journal_trial_for_trial() {
         "{stdout}"
     );
     assert!(stdout.contains("\"PRUNED\""), "{stdout}");
+}
+
+/// Kills a child process when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:port; the body, if the server answered 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_string())
+}
+
+#[test]
+fn optuna_dashboard_serves_the_exported_study() {
+    let Some(python) = python_with_optuna() else {
+        return;
+    };
+    let dashboard = Path::new(&python).with_file_name("optuna-dashboard");
+    if !dashboard.exists() {
+        let why = format!("no optuna-dashboard beside {python}");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{why} and CI=true: .ci/run installs it in its venv");
+        }
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("SKIPPED: {why} (pip install optuna-dashboard)\n"),
+        );
+        return;
+    }
+    let w = Workdir::new();
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 8, 40, 0.0));
+    w.run_ok(&config);
+    let trials = w.export("it");
+    let journal = w.path("study.log");
+    export(&w, "optuna-journal", &journal);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        Command::new(&dashboard)
+            .arg(&journal)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start optuna-dashboard"),
+    );
+    let mut studies = None;
+    wait_for(Duration::from_secs(60), "optuna-dashboard to serve", || {
+        studies = http_get(port, "/api/studies");
+        studies.is_some()
+    });
+    let studies: serde_json::Value = serde_json::from_str(&studies.unwrap()).unwrap();
+    let summary = &studies["study_summaries"][0];
+    assert_eq!(summary["study_name"], "it", "{studies}");
+    let id = summary["study_id"].as_u64().unwrap();
+    let study: serde_json::Value =
+        serde_json::from_str(&http_get(port, &format!("/api/studies/{id}")).unwrap()).unwrap();
+    let served = study["trials"].as_array().unwrap();
+    assert_eq!(served.len(), trials.len(), "every trial is served");
+    for (ours, theirs) in trials.iter().zip(served) {
+        assert_eq!(ours["number"], theirs["number"]);
+        let state = theirs["state"].as_str().unwrap().to_uppercase();
+        assert_eq!(ours["state"].as_str().unwrap(), state, "{theirs}");
+        let steps: Vec<u64> = theirs["intermediate_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
+        let ours_steps: Vec<u64> = ours["intermediate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, ours_steps, "trial {}", ours["number"]);
+    }
 }
