@@ -105,6 +105,25 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<StudiesCmd>,
     },
+    /// Bring an Optuna study (a journal file, or an RDB SQLite file) into a new gaittune
+    /// study: its trials as they finished, or their parameter sets enqueued to run.
+    Import {
+        /// The Optuna file: a JournalStorage file or an RDB SQLite file.
+        file: PathBuf,
+        /// Storage URL of the gaittune study to create, e.g. sqlite:gaittune.db.
+        #[arg(long)]
+        storage: String,
+        /// Name of the gaittune study (default: the Optuna study's).
+        #[arg(long)]
+        study: Option<String>,
+        /// Which Optuna study of the file (needed when it holds several).
+        #[arg(long)]
+        from_study: Option<String>,
+        /// `finished`: trials keep their states and values; `enqueued`: their parameter sets
+        /// become WAITING trials, to run on the robot.
+        #[arg(long = "as", value_enum, default_value_t = ImportMode::Finished)]
+        mode: ImportMode,
+    },
     /// Write a study's report: one self-contained HTML file (history, intermediate values,
     /// parallel coordinates, importances, slice plots, baseline against best, the best gait).
     Report {
@@ -282,6 +301,15 @@ enum Format {
     OptunaJournal,
 }
 
+/// How `gaittune import` brings trials in.
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportMode {
+    /// As they finished in Optuna.
+    Finished,
+    /// Their parameter sets as WAITING trials.
+    Enqueued,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // First, while this is the only thread: every thread started later inherits the mask.
@@ -304,6 +332,7 @@ fn main() -> ExitCode {
         | Cmd::Ctl(_)
         | Cmd::Studies { .. }
         | Cmd::Report { .. }
+        | Cmd::Import { .. }
         | Cmd::Export { .. } => None,
     };
     tracing_subscriber::fmt()
@@ -422,6 +451,39 @@ fn execute(cmd: Cmd, interrupts: Option<Interrupts>) -> anyhow::Result<ExitCode>
         }
         Cmd::Ctl(opts) => Ok(ExitCode::from(gaittune::control::ctl::run(&opts)? as u8)),
         Cmd::Studies { storage, action } => studies(&storage, action),
+        Cmd::Import {
+            file,
+            storage,
+            study,
+            from_study,
+            mode,
+        } => {
+            use gaittune::optuna::import;
+            let source =
+                import::read_file(&file, from_study.as_deref()).map_err(anyhow::Error::msg)?;
+            let name = study.unwrap_or_else(|| source.name.clone());
+            let target = gaittune::storage::open(&storage).with_context(|| {
+                format!("opening storage {}", gaittune::storage::shown_url(&storage))
+            })?;
+            let mode = match mode {
+                ImportMode::Finished => import::ImportAs::Finished,
+                ImportMode::Enqueued => import::ImportAs::Enqueued,
+            };
+            let (imported, skipped) =
+                import::import_into(&*target, &name, &source, mode).map_err(anyhow::Error::msg)?;
+            println!(
+                "imported {imported} trials of Optuna study '{}' from {} into study '{name}' ({}){}",
+                source.name,
+                file.display(),
+                gaittune::storage::shown_url(&storage),
+                if skipped > 0 {
+                    format!("; {skipped} trials without every parameter of the space skipped")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Report {
             storage,
             study,

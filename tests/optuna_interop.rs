@@ -264,3 +264,158 @@ fn optuna_dashboard_serves_the_exported_study() {
         assert_eq!(steps, ours_steps, "trial {}", ours["number"]);
     }
 }
+
+/// `gaittune import FILE --storage URL --study NAME [--as MODE]`, which must succeed.
+fn import(w: &Workdir, file: &Path, study: &str, mode: &str) -> String {
+    let out = Command::new(bin())
+        .arg("import")
+        .arg(file)
+        .args([
+            "--storage",
+            &w.storage_url(),
+            "--study",
+            study,
+            "--as",
+            mode,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn export_study(w: &Workdir, study: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["export", "--storage", &w.storage_url(), "--study", study])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The fields an import keeps.
+fn kept(t: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "number": t["number"], "state": t["state"], "value": t["value"], "params": t["params"],
+        "intermediate": t["intermediate"], "prune_reason": t["prune_reason"],
+        "unsafe": t["attrs"]["unsafe"],
+    })
+}
+
+#[test]
+fn a_study_exported_to_a_journal_imports_back_the_same() {
+    let w = Workdir::new();
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 10, 40, 0.0));
+    w.run_ok(&config);
+    let journal = w.path("study.log");
+    export(&w, "optuna-journal", &journal);
+    let said = import(&w, &journal, "back", "finished");
+    assert!(said.contains("imported 10 trials"), "{said}");
+    let (a, b) = (export_study(&w, "it"), export_study(&w, "back"));
+    assert_eq!(
+        a.iter().map(kept).collect::<Vec<_>>(),
+        b.iter().map(kept).collect::<Vec<_>>()
+    );
+    // Enqueued: the same parameter sets, waiting to run.
+    import(&w, &journal, "again", "enqueued");
+    let c = export_study(&w, "again");
+    assert!(c.iter().all(|t| t["state"] == "WAITING"));
+    assert_eq!(
+        a.iter().map(|t| &t["params"]).collect::<Vec<_>>(),
+        c.iter().map(|t| &t["params"]).collect::<Vec<_>>()
+    );
+}
+
+/// Writes an Optuna study with Optuna itself: mixed parameters, reports, pruned trials.
+const MAKE_OPTUNA_STUDY: &str = r#"
+import sys, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "journal":
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+else:
+    storage = "sqlite:///" + path
+study = optuna.create_study(study_name="from-optuna", storage=storage, direction="minimize",
+                            sampler=optuna.samplers.TPESampler(seed=1),
+                            pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
+def objective(t):
+    x = t.suggest_float("x", -5, 5)
+    lr = t.suggest_float("lr", 1e-4, 1.0, log=True)
+    k = t.suggest_int("k", 1, 9, step=2)
+    c = t.suggest_categorical("c", ["walk", "trot", "bound"])
+    t.set_user_attr("note", "made by optuna")
+    v = (x - 1) ** 2 + (k - 5) ** 2 + (0 if c == "trot" else 3) + abs(lr - 0.01)
+    for step in range(1, 6):
+        t.report(v + 5 - step, step)
+        if t.should_prune():
+            raise optuna.TrialPruned()
+    return v
+study.optimize(objective, n_trials=20)
+"#;
+
+#[test]
+fn studies_written_by_optuna_import_trial_for_trial() {
+    let Some(python) = python_with_optuna() else {
+        return;
+    };
+    let w = Workdir::new();
+    for kind in ["journal", "rdb"] {
+        let file = w.path(&format!("optuna-{kind}.db"));
+        let out = Command::new(&python)
+            .args(["-c", MAKE_OPTUNA_STUDY, kind])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = format!("imported-{kind}");
+        let said = import(&w, &file, &name, "finished");
+        assert!(said.contains("imported 20 trials"), "{said}");
+        let trials = export_study(&w, &name);
+        assert_eq!(trials.len(), 20);
+        // Optuna's own view of the same file, trial by trial.
+        let check = r#"
+import sys, json, optuna
+kind, path = sys.argv[1], sys.argv[2]
+storage = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+           if kind == "journal" else "sqlite:///" + path)
+s = optuna.load_study(study_name="from-optuna", storage=storage)
+print(json.dumps([{"state": t.state.name, "value": t.value, "params": t.params,
+                   "intermediate": sorted([k, v] for k, v in t.intermediate_values.items()),
+                   "note": t.user_attrs.get("note")} for t in s.trials]))
+"#;
+        let out = Command::new(&python)
+            .args(["-c", check, kind])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let theirs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut pruned = 0;
+        for (ours, theirs) in trials.iter().zip(&theirs) {
+            assert_eq!(ours["state"], theirs["state"], "{ours} {theirs}");
+            if theirs["state"] == "COMPLETE" {
+                assert_eq!(ours["value"], theirs["value"]);
+            } else {
+                pruned += 1;
+                assert_eq!(ours["prune_reason"], "optuna");
+            }
+            assert_eq!(ours["params"], theirs["params"], "{kind}");
+            let steps: Vec<serde_json::Value> = ours["intermediate"].as_array().unwrap().clone();
+            assert_eq!(serde_json::Value::Array(steps), theirs["intermediate"]);
+            assert_eq!(ours["attrs"]["note"], theirs["note"]);
+        }
+        assert!(pruned > 0, "the study has pruned trials to bring in");
+    }
+}

@@ -19,6 +19,8 @@
 //! by how much, at which step), plus `prune_reason`, `episodes` (return, steps, status and
 //! seed of each) and `worker`.
 
+pub mod import;
+
 use serde_json::{json, Map, Value};
 
 use crate::space::{Choice, Distribution, SearchSpace};
