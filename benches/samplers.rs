@@ -6,7 +6,8 @@
 //!
 //! Commands (every one writes its figures as JSON to `--out`):
 //! - `overhead`: time per trial (ask + tell, in-process, cheap objective) with 100/500/1000/
-//!   2000 trials of history, 8-D and 20-D. What is timed: `Sampler::sample` over an in-memory
+//!   2000 trials of history, 8-D and 20-D (`gp` up to `--gp-n-max`, 200; every run also
+//!   reports the mean of the 10 trials before n = 50/100/200 as `at_ms`). What is timed: `Sampler::sample` over an in-memory
 //!   `Vec<FrozenTrial>` history, the objective (sum of squares), building the COMPLETE
 //!   `FrozenTrial`, `Sampler::tell` and the push onto the history. No storage: that is what
 //!   "ask + tell in-process" means for gaittune (Optuna's side times `study.ask()`, d ×
@@ -428,28 +429,53 @@ fn cmd_overhead(a: &OverheadArgs) -> Result<()> {
         .collect();
     let mut runs = Vec::new();
     for kind in &kinds {
+        // A GP's cost grows as n³: its runs stop at --gp-n-max trials of history.
+        let n_max = if split_spec(kind)?.0 == "gp" {
+            a.n_max.min(a.gp_n_max)
+        } else {
+            a.n_max
+        };
         for &d in &dims {
             for rep in 0..a.reps {
                 let t0 = Instant::now();
-                let (ms, best) = overhead_run(kind, d, a.n_max, rep)?;
+                let (ms, best) = overhead_run(kind, d, n_max, rep)?;
                 let wall = t0.elapsed().as_secs_f64();
                 let cp: serde_json::Map<String, Value> = checkpoints
                     .iter()
+                    .filter(|&&c| c <= n_max)
                     .map(|&c| (c.to_string(), checkpoint(&ms, c)))
+                    .collect();
+                // Time per trial at n = 50/100/200: the mean of the 10 trials before n.
+                let at: serde_json::Map<String, Value> = [50usize, 100, 200]
+                    .into_iter()
+                    .filter(|&c| c <= n_max)
+                    .map(|c| {
+                        (
+                            c.to_string(),
+                            json!(ms[c - 10..c].iter().sum::<f64>() / 10.0),
+                        )
+                    })
                     .collect();
                 let show: Vec<String> = checkpoints
                     .iter()
+                    .filter(|&&c| c <= n_max)
                     .map(|&c| {
                         let ms = cp[&c.to_string()]["mean_ms_last100"].as_f64();
                         format!("{c}: {:.5}", ms.unwrap_or(f64::NAN))
                     })
                     .collect();
+                let show_at: Vec<String> = at
+                    .iter()
+                    .map(|(c, ms)| format!("{c}: {:.4}", ms.as_f64().unwrap_or(f64::NAN)))
+                    .collect();
                 eprintln!(
-                    "gaittune overhead {kind} d={d} rep={rep} wall={wall:.2}s ms/trial {{{}}}",
-                    show.join(", ")
+                    "gaittune overhead {kind} d={d} rep={rep} wall={wall:.2}s ms/trial {{{}}} at n {{{}}}",
+                    show.join(", "),
+                    show_at.join(", ")
                 );
                 runs.push(json!({
                     "sampler": kind, "d": d, "seed": rep, "wall_s": wall, "best": best, "cp": cp,
+                    "n_max": n_max, "at_ms": at,
                 }));
             }
         }
@@ -763,6 +789,10 @@ struct OverheadArgs {
     /// Sampler kinds, comma-separated, or `all`.
     #[arg(long, default_value = "all")]
     kinds: String,
+    /// Trials per run for `gp` (its cost grows as n³; Optuna's GPSampler is timed to the
+    /// same length).
+    #[arg(long, default_value_t = 200)]
+    gp_n_max: usize,
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@
 //! are constraint violations the search must learn from).
 
 mod cmaes;
+mod gp;
 mod qmc;
 mod random;
 mod tpe;
@@ -16,6 +17,7 @@ pub use cmaes::{
     default_popsize, warm_start_from, CmaesOptions, CmaesSampler, Restart, WarmStart,
     WarmStartSource,
 };
+pub use gp::{posterior_mean, GpOptions, GpSampler};
 pub use qmc::{QmcKind, QmcOptions, QmcSampler};
 pub use random::RandomSampler;
 pub use tpe::{Startup, TpeOptions, TpeSampler};
@@ -64,7 +66,7 @@ pub trait Sampler: Send {
 }
 
 /// The sampler kinds [`from_kind`] knows.
-pub const KINDS: &[&str] = &["random", "cmaes", "tpe", "qmc"];
+pub const KINDS: &[&str] = &["random", "cmaes", "tpe", "qmc", "gp"];
 
 /// What is wrong with a sampler's kind or options; every message names the kind (as the
 /// config table `sampler.<kind>`) and the option.
@@ -135,6 +137,10 @@ pub fn build(
         "tpe" => {
             let o: TpeOptions = parse_options(kind, options)?;
             Ok(Box::new(TpeSampler::with_options(seed, o)?))
+        }
+        "gp" => {
+            let o: GpOptions = parse_options(kind, options)?;
+            Ok(Box::new(GpSampler::with_options(seed, o)?))
         }
         "qmc" => {
             let o: QmcOptions = parse_options(kind, options)?;
@@ -358,7 +364,7 @@ mod tests {
         let e = from_kind("tpe-ish", 1).err().unwrap();
         assert_eq!(
             e.to_string(),
-            "unknown sampler kind \"tpe-ish\"; available: random, cmaes, tpe, qmc"
+            "unknown sampler kind \"tpe-ish\"; available: random, cmaes, tpe, qmc, gp"
         );
         let t: toml::Table = toml::from_str("a = 1\nb = 2").unwrap();
         let e = build("random", 1, Some(&t)).err().unwrap();

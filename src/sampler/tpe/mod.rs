@@ -57,7 +57,7 @@
 
 mod parzen;
 mod slots;
-mod truncnorm;
+pub(crate) mod truncnorm;
 
 use serde::{Deserialize, Serialize};
 
