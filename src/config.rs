@@ -9,6 +9,10 @@ use crate::safety::SafetyEnvelope;
 use crate::space::SearchSpace;
 use crate::trial::Direction;
 
+/// The most control steps an episode may have (`episode.max_steps`): 5.6 hours at 50 Hz.
+pub const MAX_EPISODE_STEPS: u32 = 1_000_000;
+/// The most episodes a trial may average (`study.episodes_per_trial`).
+pub const MAX_EPISODES_PER_TRIAL: u32 = 1000;
 /// The `device` value that makes the daemon start the simulated robot itself.
 pub const SIM_DEVICE: &str = "sim";
 
@@ -414,11 +418,17 @@ impl Config {
         if raw.study.name.trim().is_empty() {
             return Err(err("study.name must not be empty".into()));
         }
-        if raw.study.episodes_per_trial == 0 {
-            return Err(err("study.episodes_per_trial must be at least 1".into()));
+        if !(1..=MAX_EPISODES_PER_TRIAL).contains(&raw.study.episodes_per_trial) {
+            return Err(err(format!(
+                "study.episodes_per_trial must be between 1 and {MAX_EPISODES_PER_TRIAL}, got {}",
+                raw.study.episodes_per_trial
+            )));
         }
-        if raw.episode.max_steps == 0 {
-            return Err(err("episode.max_steps must be at least 1".into()));
+        if !(1..=MAX_EPISODE_STEPS).contains(&raw.episode.max_steps) {
+            return Err(err(format!(
+                "episode.max_steps must be between 1 and {MAX_EPISODE_STEPS} (5.6 hours at 50 Hz), got {}",
+                raw.episode.max_steps
+            )));
         }
         if raw.episode.report_every == 0 {
             return Err(err("episode.report_every must be at least 1".into()));
@@ -654,6 +664,21 @@ high = 3.0
         assert!(e.contains("trails"), "{e}");
         assert!(e.contains("line"), "{e}");
         assert!(e.starts_with("test.toml"), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_bounded_with_the_key_named() {
+        let text = GOOD.replace("[robot]", "[episode]\nmax_steps = 4000000000\n[robot]");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("episode.max_steps") && e.contains("1000000"),
+            "{e}"
+        );
+        let text = GOOD.replace("name = \"t\"", "name = \"t\"\nepisodes_per_trial = 5000");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("study.episodes_per_trial"), "{e}");
+        let text = GOOD.replace("[robot]", "[episode]\nmax_steps = 1000000\n[robot]");
+        assert!(parse(&text).is_ok(), "the bound itself is allowed");
     }
 
     #[test]
