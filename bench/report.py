@@ -98,6 +98,37 @@ def overhead_stats(doc):
     return out
 
 
+def at_ms_stats(doc):
+    """(sampler, d, n) -> median over reps of the mean ms of the 10 trials before n, for the
+    runs that record it (gp: its runs stop at 200 trials of history)."""
+    acc = defaultdict(list)
+    for r in (doc or {}).get("runs", []):
+        for c, v in (r.get("at_ms") or {}).items():
+            acc[(r["sampler"], int(r["d"]), int(c))].append(v)
+    return {k: float(np.median(v)) for k, v in acc.items()}
+
+
+def report_gp_time(ours_doc, theirs_doc, R):
+    ours, theirs = at_ms_stats(ours_doc), at_ms_stats(theirs_doc)
+    keys = sorted(k for k in set(ours) | set(theirs) if k[0] == "gp")
+    if not keys:
+        return
+    print("\n### gp: ms per trial at n = 50 / 100 / 200 (mean of the 10 trials before n): gaittune / optuna (speed-up)")
+    rows = []
+    for d in sorted({k[1] for k in keys}):
+        cells = [f"d = {d}"]
+        for n in (50, 100, 200):
+            o, t = ours.get(("gp", d, n)), theirs.get(("gp", d, n))
+            ratio = f" ({t / o:.0f}x)" if o and t else ""
+            show = lambda x, f: format(x, f) if x else "–"
+            cells.append(f"{show(o, '.2f')} / {show(t, '.1f')}{ratio}")
+            R.setdefault("gp_time", []).append({"d": d, "n": n, "gaittune_ms": o, "optuna_ms": t,
+                                                "speedup": (t / o) if o and t else None})
+        rows.append(cells)
+    for r in rows:
+        print("  " + " | ".join(r))
+
+
 def report_overhead(ours_doc, theirs_doc, R):
     ours = overhead_stats(ours_doc) if ours_doc else {}
     theirs = overhead_stats(theirs_doc) if theirs_doc else {}
@@ -119,6 +150,7 @@ def report_overhead(ours_doc, theirs_doc, R):
         rows_json.append({"sampler": key[0], "d": key[1], "n_trials": key[2], "gaittune": o,
                           "optuna": t, "speedup": ratio})
     R["overhead"] = rows_json
+    report_gp_time(ours_doc, theirs_doc, R)
     ns = sorted({k[2] for k in keys})
     for d in sorted({k[1] for k in keys}):
         print(f"\n### d = {d}: gaittune ms / optuna ms (speed-up)")

@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--samplers", default="all")
     ap.add_argument("--problems", default="all")
+    ap.add_argument("--gp-seeds", type=int, default=10,
+                    help="seeds for gp (Optuna's GPSampler takes 0.1-1 s per trial), stated in the output")
     a = ap.parse_args()
     names = parse_names(a.samplers)
     known = list(continuous_problems(a.dim)) + ["mixed"]
@@ -57,12 +59,13 @@ def main():
     if unknown:
         raise SystemExit(f"unknown problem(s) {unknown}; known: {', '.join(known)}")
     # Slowest first (TPE), so the two workers finish together.
-    order = sorted(names, key=lambda s: s != "tpe")
-    tasks = [(p, s, seed, a.dim, a.trials) for s in order for p in probs for seed in range(a.seeds)]
+    order = sorted(names, key=lambda s: {"gp": 0, "tpe": 1}.get(s, 2))
+    seeds_of = {s: min(a.seeds, a.gp_seeds) if s == "gp" else a.seeds for s in names}
+    tasks = [(p, s, seed, a.dim, a.trials) for s in order for p in probs for seed in range(seeds_of[s])]
     res = {"meta": {"side": "optuna", "command": "efficiency", "optuna": optuna.__version__,
                     "cmaes": cmaes.__version__, "numpy": np.__version__,
                     "python": sys.version.split()[0], "D": a.dim, "N": a.trials,
-                    "seeds": list(range(a.seeds)), "problems": probs,
+                    "seeds": list(range(a.seeds)), "seeds_by_sampler": seeds_of, "problems": probs,
                     "samplers": {n: DESCRIPTION[n] for n in names}, "direction": "minimize"},
            "runs": []}
     t_all = time.perf_counter()
