@@ -80,6 +80,15 @@ pub(crate) struct Acquisition {
     pub safety: Safety,
 }
 
+/// Buffers of [`Acquisition::values`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BatchWork {
+    om: Vec<f64>,
+    ov: Vec<f64>,
+    cm: Vec<f64>,
+    cv: Vec<f64>,
+}
+
 /// Scratch and gradient buffers of one optimiser.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Work {
@@ -89,21 +98,69 @@ pub(crate) struct Work {
 }
 
 impl Acquisition {
+    /// Prepares the models for many evaluations ([`Gp::prepare`]).
+    pub fn prepare(&mut self) {
+        if let Some(gp) = &mut self.objective {
+            gp.prepare();
+        }
+        match &mut self.safety {
+            Safety::None => {}
+            Safety::Probability { gp, .. } | Safety::SafeSet { gp, .. } => gp.prepare(),
+        }
+    }
+
     /// The acquisition value at `x`.
     pub fn value(&self, x: &[f64], w: &mut Work) -> f64 {
-        let mut total = 0.0;
+        let obj = self.objective.as_ref().map(|gp| gp.posterior(x, &mut w.s));
+        let con = self.safety_gp().map(|gp| gp.posterior(x, &mut w.s));
+        self.combine(obj, con)
+    }
+
+    /// The acquisition values at the points `xs` (row-major, `d` coordinates each), written
+    /// to `out`: [`Acquisition::value`] at each point up to rounding, with the posteriors
+    /// computed in one batch per model ([`Gp::posterior_batch`]).
+    pub fn values(&self, xs: &[f64], out: &mut Vec<f64>, w: &mut BatchWork) {
+        out.clear();
         if let Some(gp) = &self.objective {
-            let (m, v) = gp.posterior(x, &mut w.s);
+            gp.posterior_batch(xs, &mut w.om, &mut w.ov);
+        }
+        if let Some(gp) = self.safety_gp() {
+            gp.posterior_batch(xs, &mut w.cm, &mut w.cv);
+        }
+        let m = if let Some(gp) = self.objective.as_ref().or(self.safety_gp()) {
+            xs.len() / gp.d
+        } else {
+            0
+        };
+        for i in 0..m {
+            let obj = self.objective.as_ref().map(|_| (w.om[i], w.ov[i]));
+            let con = self.safety_gp().map(|_| (w.cm[i], w.cv[i]));
+            out.push(self.combine(obj, con));
+        }
+    }
+
+    fn safety_gp(&self) -> Option<&Gp> {
+        match &self.safety {
+            Safety::None => None,
+            Safety::Probability { gp, .. } | Safety::SafeSet { gp, .. } => Some(gp),
+        }
+    }
+
+    /// The value from the objective's and the safety model's posterior (mean, variance).
+    fn combine(&self, obj: Option<(f64, f64)>, con: Option<(f64, f64)>) -> f64 {
+        let mut total = 0.0;
+        if let Some((m, v)) = obj {
             total += logei(m, v + STABILIZING_NOISE, self.f0);
         }
+        let Some((m, v)) = con else {
+            return total;
+        };
         match &self.safety {
             Safety::None => {}
-            Safety::Probability { gp, threshold } => {
-                let (m, v) = gp.posterior(x, &mut w.s);
+            Safety::Probability { threshold, .. } => {
                 total += log_ndtr((threshold - m) / (v + STABILIZING_NOISE).sqrt());
             }
-            Safety::SafeSet { gp, beta } => {
-                let (m, v) = gp.posterior(x, &mut w.s);
+            Safety::SafeSet { beta, .. } => {
                 let sd = (v + STABILIZING_NOISE).sqrt();
                 let ucb = m + beta * sd;
                 if ucb > 0.0 {
@@ -249,6 +306,16 @@ mod tests {
                 safety,
             };
             let mut w = Work::default();
+            let qs = [0.2, 0.7, 0.55, 0.3, 0.9, 0.9, 0.01, 0.99];
+            let mut batch = Vec::new();
+            a.values(&qs, &mut batch, &mut BatchWork::default());
+            for (q, b) in qs.chunks(2).zip(&batch) {
+                let one = a.value(q, &mut w);
+                assert!(
+                    (one - b).abs() < 1e-9 * one.abs().max(1.0),
+                    "{q:?}: {one} {b}"
+                );
+            }
             for q in [[0.2, 0.7], [0.55, 0.3], [0.9, 0.9]] {
                 let mut g = [0.0; 2];
                 let v = a.value_grad(&q, &cont, &mut g, &mut w);

@@ -562,11 +562,12 @@ impl Sampler for GpSampler {
             .map(|g| g.hyper.length_scales())
             .unwrap_or_else(|| vec![1.0; d]);
         let safety = self.safety(&enc, &o);
-        let acq = Acquisition {
+        let mut acq = Acquisition {
             objective,
             f0,
             safety,
         };
+        acq.prepare();
         let mut warm: Vec<Vec<f64>> = best_row.into_iter().collect();
         if safe_mode && warm.is_empty() {
             // The first safe trial (the baseline) as a start inside the safe set.
