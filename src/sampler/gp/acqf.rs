@@ -77,6 +77,9 @@ pub(crate) struct Acquisition {
     pub objective: Option<Gp>,
     /// The best standardised value so far (among feasible trials).
     pub f0: f64,
+    /// A prior mean function added to the objective's posterior mean: the posterior mean
+    /// of a GP on a source study's trials, plus a constant (the sim-to-real warm start).
+    pub prior: Option<(Gp, f64)>,
     pub safety: Safety,
 }
 
@@ -93,6 +96,7 @@ pub(crate) struct BatchWork {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Work {
     s: Scratch,
+    dp: Vec<f64>,
     dm: Vec<f64>,
     dv: Vec<f64>,
 }
@@ -111,7 +115,10 @@ impl Acquisition {
 
     /// The acquisition value at `x`.
     pub fn value(&self, x: &[f64], w: &mut Work) -> f64 {
-        let obj = self.objective.as_ref().map(|gp| gp.posterior(x, &mut w.s));
+        let obj = self.objective.as_ref().map(|gp| {
+            let (m, v) = gp.posterior(x, &mut w.s);
+            (m + self.prior_mean(x), v)
+        });
         let con = self.safety_gp().map(|gp| gp.posterior(x, &mut w.s));
         self.combine(obj, con)
     }
@@ -132,11 +139,23 @@ impl Acquisition {
         } else {
             0
         };
+        if self.prior.is_some() && m > 0 {
+            for (i, x) in xs.chunks(xs.len() / m).take(m).enumerate() {
+                w.om[i] += self.prior_mean(x);
+            }
+        }
         for i in 0..m {
             let obj = self.objective.as_ref().map(|_| (w.om[i], w.ov[i]));
             let con = self.safety_gp().map(|_| (w.cm[i], w.cv[i]));
             out.push(self.combine(obj, con));
         }
+    }
+
+    /// The prior mean at `x` (0 without a prior).
+    fn prior_mean(&self, x: &[f64]) -> f64 {
+        self.prior
+            .as_ref()
+            .map_or(0.0, |(gp, c)| c + gp.mean_grad(x, &[], &mut []))
     }
 
     fn safety_gp(&self) -> Option<&Gp> {
@@ -180,7 +199,14 @@ impl Acquisition {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut total = 0.0;
         if let Some(gp) = &self.objective {
-            let (m, v) = gp.posterior_grad(x, cont, &mut w.dm, &mut w.dv, &mut w.s);
+            let (mut m, v) = gp.posterior_grad(x, cont, &mut w.dm, &mut w.dv, &mut w.s);
+            if let Some((prior, c)) = &self.prior {
+                w.dp.resize(nc, 0.0);
+                m += c + prior.mean_grad(x, cont, &mut w.dp);
+                for (a, b) in w.dm.iter_mut().zip(&w.dp) {
+                    *a += b;
+                }
+            }
             let var = v + STABILIZING_NOISE;
             let sigma = var.sqrt();
             let z = (m - self.f0) / sigma;
@@ -300,9 +326,11 @@ mod tests {
                 beta: 1.0,
             },
         ] {
+            let with_prior = matches!(safety, Safety::Probability { .. });
             let a = Acquisition {
                 objective: Some(toy_gp(1, 0.0)),
                 f0: 0.5,
+                prior: with_prior.then(|| (toy_gp(4, 0.3), -0.2)),
                 safety,
             };
             let mut w = Work::default();

@@ -211,6 +211,27 @@ impl Gp {
         }
     }
 
+    /// Posterior mean at `q` and its gradient with respect to the coordinates `cont` of
+    /// `q` (into `dmean`); `O(n d)`, no solve (`dmean` empty: the mean only).
+    pub fn mean_grad(&self, q: &[f64], cont: &[usize], dmean: &mut [f64]) -> f64 {
+        let d = self.d;
+        let h = &self.hyper;
+        dmean.iter_mut().for_each(|g| *g = 0.0);
+        let mut mean = 0.0;
+        for (i, &a) in self.alpha.iter().enumerate() {
+            let xi = &self.x[i * d..(i + 1) * d];
+            let r2 = sq_dist(q, xi, &h.inv_sq_ls, &self.is_cat);
+            mean += a * h.scale * matern52(r2);
+            if !dmean.is_empty() {
+                let dm = a * h.scale * matern52_d(r2);
+                for (c, &j) in cont.iter().enumerate() {
+                    dmean[c] += dm * 2.0 * h.inv_sq_ls[j] * (q[j] - xi[j]);
+                }
+            }
+        }
+        mean
+    }
+
     /// Posterior mean and variance of the latent function at `q`.
     pub fn posterior(&self, q: &[f64], s: &mut Scratch) -> (f64, f64) {
         let n = self.n();
