@@ -41,6 +41,11 @@
 //!   third of the constraint's length scale per trial at β = 2. Until a first unsafe trial
 //!   gives the model something to fit, the length scales are `safe_lengthscale` (in the
 //!   normalised space); afterwards they are fitted like the objective's.
+//! - *Sim-to-real prior* (`prior = { storage, study }`, [`GpSampler::with_prior`]): a GP
+//!   fitted once to a source study's COMPLETE trials gives the prior mean; the values are
+//!   standardised by the source's mean and standard deviation, the objective's GP models
+//!   the difference from the prior mean (less its mean, a fitted constant offset), and
+//!   there is no random start-up.
 //! - *Noise*: the fitted noise variance is in the model; [`posterior_mean`] exposes the
 //!   posterior mean of the objective (the "likely best" for noisy re-evaluation).
 //!
@@ -48,7 +53,10 @@
 //! grown by the new trials' rows while the hyperparameters have not moved ([`chol`]: the
 //! grown factor is bit for bit the refactored one, so the cache never changes a proposal);
 //! the hyperparameters are refitted (warm-started) when the training set has grown by
-//! `refit_growth` (10 %; at least one trial) since the last fit. The fitted
+//! `refit_growth` (10 %; at least one trial) since the last fit. Per ask, `L⁻¹` is formed
+//! once ([`model::Gp::prepare`]); the 2048 candidates are scored in one batch (their
+//! cross-covariances as an `n × 256` block, one matrix product against `L⁻¹`, variances
+//! from column norms) and the local searches' posteriors are matrix-vector products. The fitted
 //! hyperparameters (`O(d)` numbers) are the sampler's persisted state
 //! ([`Sampler::save_state`]), so a resumed study continues from the same fit.
 //!
