@@ -368,7 +368,9 @@ async fn reconcile_at_start(link: &mut RobotLink) -> Result<()> {
 
 /// The sampler the config describes, with what needs I/O done here (samplers never do
 /// any): a CMA-ES warm start (`[sampler.cmaes] warm_start = { storage, study }`) reads the
-/// source study's trials and starts the search from the distribution of its best ones.
+/// source study's trials and starts the search from the distribution of its best ones; a GP
+/// prior (`[sampler.gp] prior = { storage, study }`) reads the source study's trials and
+/// hands them to [`sampler::GpSampler::with_prior`].
 pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
     let seed = config.sampler.seed.unwrap_or(config.study.seed);
     let place = || format!("{}: [sampler]", config.path.display());
@@ -410,6 +412,44 @@ pub fn build_sampler(config: &Config) -> Result<Box<dyn sampler::Sampler>> {
             Box::new(match warm {
                 Some(w) => cmaes.with_warm_start(w),
                 None => cmaes,
+            }) as Box<dyn sampler::Sampler>
+        }
+        ("gp", options) => {
+            let o: sampler::GpOptions =
+                sampler::parse_options("gp", options).map_err(|e| anyhow!("{}: {e}", place()))?;
+            let source = match &o.prior {
+                None => None,
+                Some(src) => {
+                    let storage = storage::open(&src.storage).with_context(|| {
+                        format!(
+                            "{}: prior: opening storage {}",
+                            place(),
+                            storage::shown_url(&src.storage)
+                        )
+                    })?;
+                    let study = Study::load(
+                        storage,
+                        &src.study,
+                        Box::new(sampler::RandomSampler::new(0)),
+                    )
+                    .with_context(|| format!("{}: prior", place()))?;
+                    let trials = study.trials()?;
+                    outln!(
+                        "GP prior mean from study '{}' in {} ({} trials)",
+                        src.study,
+                        storage::shown_url(&src.storage),
+                        trials.len()
+                    );
+                    Some(trials)
+                }
+            };
+            let gp = sampler::GpSampler::with_options(seed, o)
+                .map_err(|e| anyhow!("{}: {e}", place()))?;
+            Box::new(match source {
+                Some(trials) => gp
+                    .with_prior(&trials, &config.space, config.study.direction)
+                    .map_err(|e| anyhow!("{}: {e}", place()))?,
+                None => gp,
             }) as Box<dyn sampler::Sampler>
         }
         (kind, options) => {
@@ -528,6 +568,51 @@ mod tests {
         ));
         let e = format!("{:#}", build_sampler(&missing).err().unwrap());
         assert!(e.contains("nope") && e.contains("warm_start"), "{e}");
+    }
+
+    #[test]
+    fn gp_prior_reads_the_source_study_and_the_first_trial_goes_where_it_pointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("sim.db").display());
+        let base = format!(
+            "[study]\nname = \"robot\"\nstorage = \"{url}\"\n[robot]\ndevice = \"sim\"\n\
+             [space.x]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n\
+             [space.y]\ntype = \"float\"\nlow = 0.0\nhigh = 1.0\n"
+        );
+        let cfg = config(&base);
+        let mut sim = Study::create_or_load(
+            storage::open(&url).unwrap(),
+            "sim",
+            Direction::Maximize,
+            cfg.space.clone(),
+            Box::new(sampler::RandomSampler::new(3)),
+        )
+        .unwrap();
+        for _ in 0..40 {
+            let t = sim.ask().unwrap();
+            let (x, y) = (t.params["x"], t.params["y"]);
+            sim.tell(t.number, -((x - 0.9).powi(2) + (y - 0.1).powi(2)))
+                .unwrap();
+        }
+        drop(sim);
+        let with = |study: &str| {
+            config(&format!(
+                "{base}[sampler]\nkind = \"gp\"\n[sampler.gp]\nn_preliminary_samples = 256\n\
+                 prior = {{ storage = \"{url}\", study = \"{study}\" }}\n"
+            ))
+        };
+        let warm = with("sim");
+        let mut s = build_sampler(&warm).unwrap();
+        let p = s.sample(&SampleRequest {
+            space: &warm.space,
+            history: &[],
+            direction: Direction::Maximize,
+            trial_number: 0,
+        });
+        let dist = ((p["x"] - 0.9).powi(2) + (p["y"] - 0.1).powi(2)).sqrt();
+        assert!(dist < 0.1, "first trial {p:?}");
+        let e = format!("{:#}", build_sampler(&with("nope")).err().unwrap());
+        assert!(e.contains("nope") && e.contains("prior"), "{e}");
     }
 
     #[test]

@@ -305,6 +305,41 @@ pub(crate) fn unit_point(
     }
 }
 
+/// Points `0..count` of the sequence [`unit_point`] gives (bit for bit), row-major
+/// `count × d` in `out`: the Sobol direction numbers and scramble seeds are computed once
+/// per coordinate instead of once per point.
+pub(crate) fn unit_points(
+    kind: QmcKind,
+    scramble: bool,
+    seed: u64,
+    count: usize,
+    d: usize,
+    out: &mut Vec<f64>,
+) {
+    out.clear();
+    out.resize(count * d, 0.0);
+    if !matches!(kind, QmcKind::Sobol) || d > SOBOL_MAX_DIM {
+        let mut row = Vec::with_capacity(d);
+        for i in 0..count {
+            unit_point(kind, scramble, seed, i as u64, d, &mut row);
+            out[i * d..(i + 1) * d].copy_from_slice(&row);
+        }
+        return;
+    }
+    for j in 0..d {
+        let v = directions(j);
+        let dim_seed = splitmix64(seed ^ splitmix64(0x5107_u64 + j as u64)) as u32;
+        for i in 0..count {
+            let x = sobol_bits(&v, i as u64);
+            out[i * d + j] = if scramble {
+                (owen_scramble(x, dim_seed) as f64 + 0.5) * (1.0 / 4_294_967_296.0)
+            } else {
+                x as f64 * (1.0 / 4_294_967_296.0)
+            };
+        }
+    }
+}
+
 /// The value of `dist` at unit coordinate `u ∈ [0, 1)` (always a valid value).
 pub(crate) fn from_unit(dist: &Distribution, u: f64) -> f64 {
     let u = u.clamp(0.0, 1.0);
@@ -548,5 +583,19 @@ mod tests {
         let b: Vec<Params> = (0..10).rev().map(|n| s.sample(&req(n))).collect();
         assert_eq!(a, b.into_iter().rev().collect::<Vec<_>>());
         assert_ne!(a[0], QmcSampler::new(4).sample(&req(0)));
+    }
+
+    #[test]
+    fn unit_points_is_unit_point_in_a_batch() {
+        for (kind, scramble) in [
+            (QmcKind::Sobol, true),
+            (QmcKind::Sobol, false),
+            (QmcKind::Halton, true),
+        ] {
+            let mut batch = Vec::new();
+            unit_points(kind, scramble, 7, 300, 9, &mut batch);
+            let one: Vec<f64> = points(kind, scramble, 7, 300, 9).concat();
+            assert_eq!(batch, one);
+        }
     }
 }

@@ -77,33 +77,109 @@ pub(crate) struct Acquisition {
     pub objective: Option<Gp>,
     /// The best standardised value so far (among feasible trials).
     pub f0: f64,
+    /// A prior mean function added to the objective's posterior mean: the posterior mean
+    /// of a GP on a source study's trials, plus a constant (the sim-to-real warm start).
+    pub prior: Option<(Gp, f64)>,
     pub safety: Safety,
+}
+
+/// Buffers of [`Acquisition::values`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BatchWork {
+    om: Vec<f64>,
+    ov: Vec<f64>,
+    cm: Vec<f64>,
+    cv: Vec<f64>,
 }
 
 /// Scratch and gradient buffers of one optimiser.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Work {
     s: Scratch,
+    dp: Vec<f64>,
     dm: Vec<f64>,
     dv: Vec<f64>,
 }
 
 impl Acquisition {
+    /// Prepares the models for many evaluations ([`Gp::prepare`]).
+    pub fn prepare(&mut self) {
+        if let Some(gp) = &mut self.objective {
+            gp.prepare();
+        }
+        match &mut self.safety {
+            Safety::None => {}
+            Safety::Probability { gp, .. } | Safety::SafeSet { gp, .. } => gp.prepare(),
+        }
+    }
+
     /// The acquisition value at `x`.
     pub fn value(&self, x: &[f64], w: &mut Work) -> f64 {
-        let mut total = 0.0;
-        if let Some(gp) = &self.objective {
+        let obj = self.objective.as_ref().map(|gp| {
             let (m, v) = gp.posterior(x, &mut w.s);
+            (m + self.prior_mean(x), v)
+        });
+        let con = self.safety_gp().map(|gp| gp.posterior(x, &mut w.s));
+        self.combine(obj, con)
+    }
+
+    /// The acquisition values at the points `xs` (row-major, `d` coordinates each), written
+    /// to `out`: [`Acquisition::value`] at each point up to rounding, with the posteriors
+    /// computed in one batch per model ([`Gp::posterior_batch`]).
+    pub fn values(&self, xs: &[f64], out: &mut Vec<f64>, w: &mut BatchWork) {
+        out.clear();
+        if let Some(gp) = &self.objective {
+            gp.posterior_batch(xs, &mut w.om, &mut w.ov);
+        }
+        if let Some(gp) = self.safety_gp() {
+            gp.posterior_batch(xs, &mut w.cm, &mut w.cv);
+        }
+        let m = if let Some(gp) = self.objective.as_ref().or(self.safety_gp()) {
+            xs.len() / gp.d
+        } else {
+            0
+        };
+        if self.prior.is_some() && m > 0 {
+            for (i, x) in xs.chunks(xs.len() / m).take(m).enumerate() {
+                w.om[i] += self.prior_mean(x);
+            }
+        }
+        for i in 0..m {
+            let obj = self.objective.as_ref().map(|_| (w.om[i], w.ov[i]));
+            let con = self.safety_gp().map(|_| (w.cm[i], w.cv[i]));
+            out.push(self.combine(obj, con));
+        }
+    }
+
+    /// The prior mean at `x` (0 without a prior).
+    fn prior_mean(&self, x: &[f64]) -> f64 {
+        self.prior
+            .as_ref()
+            .map_or(0.0, |(gp, c)| c + gp.mean_grad(x, &[], &mut []))
+    }
+
+    fn safety_gp(&self) -> Option<&Gp> {
+        match &self.safety {
+            Safety::None => None,
+            Safety::Probability { gp, .. } | Safety::SafeSet { gp, .. } => Some(gp),
+        }
+    }
+
+    /// The value from the objective's and the safety model's posterior (mean, variance).
+    fn combine(&self, obj: Option<(f64, f64)>, con: Option<(f64, f64)>) -> f64 {
+        let mut total = 0.0;
+        if let Some((m, v)) = obj {
             total += logei(m, v + STABILIZING_NOISE, self.f0);
         }
+        let Some((m, v)) = con else {
+            return total;
+        };
         match &self.safety {
             Safety::None => {}
-            Safety::Probability { gp, threshold } => {
-                let (m, v) = gp.posterior(x, &mut w.s);
+            Safety::Probability { threshold, .. } => {
                 total += log_ndtr((threshold - m) / (v + STABILIZING_NOISE).sqrt());
             }
-            Safety::SafeSet { gp, beta } => {
-                let (m, v) = gp.posterior(x, &mut w.s);
+            Safety::SafeSet { beta, .. } => {
                 let sd = (v + STABILIZING_NOISE).sqrt();
                 let ucb = m + beta * sd;
                 if ucb > 0.0 {
@@ -123,7 +199,14 @@ impl Acquisition {
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut total = 0.0;
         if let Some(gp) = &self.objective {
-            let (m, v) = gp.posterior_grad(x, cont, &mut w.dm, &mut w.dv, &mut w.s);
+            let (mut m, v) = gp.posterior_grad(x, cont, &mut w.dm, &mut w.dv, &mut w.s);
+            if let Some((prior, c)) = &self.prior {
+                w.dp.resize(nc, 0.0);
+                m += c + prior.mean_grad(x, cont, &mut w.dp);
+                for (a, b) in w.dm.iter_mut().zip(&w.dp) {
+                    *a += b;
+                }
+            }
             let var = v + STABILIZING_NOISE;
             let sigma = var.sqrt();
             let z = (m - self.f0) / sigma;
@@ -243,12 +326,24 @@ mod tests {
                 beta: 1.0,
             },
         ] {
+            let with_prior = matches!(safety, Safety::Probability { .. });
             let a = Acquisition {
                 objective: Some(toy_gp(1, 0.0)),
                 f0: 0.5,
+                prior: with_prior.then(|| (toy_gp(4, 0.3), -0.2)),
                 safety,
             };
             let mut w = Work::default();
+            let qs = [0.2, 0.7, 0.55, 0.3, 0.9, 0.9, 0.01, 0.99];
+            let mut batch = Vec::new();
+            a.values(&qs, &mut batch, &mut BatchWork::default());
+            for (q, b) in qs.chunks(2).zip(&batch) {
+                let one = a.value(q, &mut w);
+                assert!(
+                    (one - b).abs() < 1e-9 * one.abs().max(1.0),
+                    "{q:?}: {one} {b}"
+                );
+            }
             for q in [[0.2, 0.7], [0.55, 0.3], [0.9, 0.9]] {
                 let mut g = [0.0; 2];
                 let v = a.value_grad(&q, &cont, &mut g, &mut w);

@@ -41,6 +41,11 @@
 //!   third of the constraint's length scale per trial at β = 2. Until a first unsafe trial
 //!   gives the model something to fit, the length scales are `safe_lengthscale` (in the
 //!   normalised space); afterwards they are fitted like the objective's.
+//! - *Sim-to-real prior* (`prior = { storage, study }`, [`GpSampler::with_prior`]): a GP
+//!   fitted once to a source study's COMPLETE trials gives the prior mean; the values are
+//!   standardised by the source's mean and standard deviation, the objective's GP models
+//!   the difference from the prior mean (less its mean, a fitted constant offset), and
+//!   there is no random start-up.
 //! - *Noise*: the fitted noise variance is in the model; [`posterior_mean`] exposes the
 //!   posterior mean of the objective (the "likely best" for noisy re-evaluation).
 //!
@@ -48,7 +53,10 @@
 //! grown by the new trials' rows while the hyperparameters have not moved ([`chol`]: the
 //! grown factor is bit for bit the refactored one, so the cache never changes a proposal);
 //! the hyperparameters are refitted (warm-started) when the training set has grown by
-//! `refit_growth` (10 %; at least one trial) since the last fit. The fitted
+//! `refit_growth` (10 %; at least one trial) since the last fit. Per ask, `L⁻¹` is formed
+//! once ([`model::Gp::prepare`]); the 2048 candidates are scored in one batch (their
+//! cross-covariances as an `n × 256` block, one matrix product against `L⁻¹`, variances
+//! from column norms) and the local searches' posteriors are matrix-vector products. The fitted
 //! hyperparameters (`O(d)` numbers) are the sampler's persisted state
 //! ([`Sampler::save_state`]), so a resumed study continues from the same fit.
 //!
@@ -111,6 +119,10 @@ pub struct GpOptions {
     /// The safety model's length scale (in the [0, 1]-normalised space) until an unsafe
     /// trial lets it be fitted: how far one safe trial vouches for its neighbours.
     pub safe_lengthscale: f64,
+    /// Sim-to-real warm start: the COMPLETE trials of this finished study (same parameter
+    /// names) become the GP's prior mean ([`GpSampler::with_prior`]; the daemon opens the
+    /// storage, the sampler never does I/O). `None`: a zero prior mean, as Optuna.
+    pub prior: Option<super::WarmStartSource>,
 }
 
 impl Default for GpOptions {
@@ -125,6 +137,7 @@ impl Default for GpOptions {
             safe_exploration: false,
             safe_beta: 2.0,
             safe_lengthscale: 0.25,
+            prior: None,
         }
     }
 }
@@ -268,6 +281,27 @@ struct State {
     constraint: Option<(usize, Hyper)>,
 }
 
+/// A source study's model as the prior mean of the objective: a GP on the source trials'
+/// values standardised by their own mean and standard deviation, which standardise the
+/// target's values too (so both are in the same units).
+#[derive(Debug, Clone)]
+struct Prior {
+    /// The source GP (maximised values, standardised).
+    gp: Gp,
+    /// The source values' mean and standard deviation (maximised values).
+    mean: f64,
+    sd: f64,
+    /// The best source posterior mean at a source trial: the incumbent before any target
+    /// trial has a value.
+    best: f64,
+    /// The parameter names and distributions the source trials were encoded in.
+    space: SearchSpace,
+}
+
+/// The most source trials the prior's GP is fitted to (evenly spaced in trial order
+/// beyond that): its fit costs `O(n³)` per step.
+const PRIOR_MAX_TRIALS: usize = 300;
+
 /// The GP sampler. See the module documentation.
 #[derive(Debug)]
 pub struct GpSampler {
@@ -275,6 +309,7 @@ pub struct GpSampler {
     options: GpOptions,
     objective: ModelCache,
     constraint: ModelCache,
+    prior: Option<Prior>,
 }
 
 impl GpSampler {
@@ -285,7 +320,87 @@ impl GpSampler {
             options: GpOptions::default(),
             objective: ModelCache::default(),
             constraint: ModelCache::default(),
+            prior: None,
         }
+    }
+
+    /// Uses the COMPLETE trials of a finished source study (a simulator study, say; the
+    /// same parameter names as `space`) as the prior mean of the objective: a GP is fitted
+    /// to them once here, and the target GP models the difference between the robot's
+    /// values and its posterior mean (both standardised by the source values' mean and
+    /// standard deviation, the difference's mean fitted as a constant). The start-up
+    /// trials are skipped: the first proposal maximises the expected improvement under the
+    /// source model, so the first trials go where the source study pointed. An error if
+    /// no source trial has a finite value and valid parameters.
+    pub fn with_prior(
+        mut self,
+        source: &[FrozenTrial],
+        space: &SearchSpace,
+        direction: Direction,
+    ) -> Result<GpSampler, SamplerError> {
+        let enc = Encoding::new(space);
+        let sign = if direction == Direction::Maximize {
+            1.0
+        } else {
+            -1.0
+        };
+        let mut x = Vec::new();
+        let mut values = Vec::new();
+        let mut row = Vec::new();
+        for t in source {
+            let Some(v) = t.value.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            if t.state == TrialState::Complete && enc.encode(space, &t.params, &mut row) {
+                x.extend_from_slice(&row);
+                values.push(sign * v);
+            }
+        }
+        let d = enc.d();
+        if values.is_empty() || d == 0 {
+            return Err(SamplerError::invalid(
+                "gp",
+                "prior",
+                "the source study has no COMPLETE trial with a finite value and this space's \
+                 parameters; run it first or drop [sampler.gp] prior",
+            ));
+        }
+        let n = values.len();
+        if n > PRIOR_MAX_TRIALS {
+            let keep: Vec<usize> = (0..PRIOR_MAX_TRIALS)
+                .map(|k| k * n / PRIOR_MAX_TRIALS)
+                .collect();
+            x = keep
+                .iter()
+                .flat_map(|&i| x[i * d..(i + 1) * d].to_vec())
+                .collect();
+            values = keep.iter().map(|&i| values[i]).collect();
+        }
+        let (y, mean, sd) = standardize(&values);
+        let (h, _) = fit::fit(
+            &fit::Data {
+                d,
+                x: &x,
+                y: &y,
+                is_cat: &enc.is_cat,
+            },
+            None,
+        );
+        let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
+        gp.extend(&x);
+        gp.set_y(&y);
+        let best = x
+            .chunks(d)
+            .map(|p| gp.mean_grad(p, &[], &mut []))
+            .fold(f64::NEG_INFINITY, f64::max);
+        self.prior = Some(Prior {
+            gp,
+            mean,
+            sd,
+            best,
+            space: space.clone(),
+        });
+        Ok(self)
     }
 
     /// A GP sampler with explicit options (validated).
@@ -517,19 +632,56 @@ impl Sampler for GpSampler {
         let use_model = if safe_mode {
             has_safe
         } else {
-            o.n_finished >= self.options.n_startup_trials
-                && (!o.values.is_empty() || o.n_unsafe() > 0)
+            self.prior.is_some()
+                || (o.n_finished >= self.options.n_startup_trials
+                    && (!o.values.is_empty() || o.n_unsafe() > 0))
         };
+        // The prior only applies to the space it was built for.
+        let prior = self.prior.clone().filter(|p| &p.space == space);
         if !use_model {
             return self.startup(request);
         }
         let d = enc.d();
         let mut f0 = f64::NEG_INFINITY;
         let mut best_row = None;
-        let objective = if o.values.is_empty() {
+        let mut prior_term = None;
+        let objective = if let Some(p) = prior.as_ref().filter(|_| o.values.is_empty()) {
+            // No target value yet: the source model alone, its hyperparameters for the
+            // (empty) difference model.
+            f0 = p.best;
+            prior_term = Some((p.gp.clone(), 0.0));
+            let mut gp = Gp::empty(d, enc.is_cat.clone(), p.gp.hyper.clone());
+            // Kriging believer: running trials at the prior mean (a difference of 0).
+            gp.extend(&o.running);
+            gp.set_y(&vec![0.0; o.running.len() / d]);
+            Some(gp)
+        } else if o.values.is_empty() {
             None
         } else {
-            let (y, _, _) = standardize(&o.values);
+            // With a prior: the values in the source's units minus the prior mean, less
+            // their mean (the constant part of the sim-to-real gap).
+            let (y, offset) = match &prior {
+                None => (standardize(&o.values).0, 0.0),
+                Some(p) => {
+                    let z: Vec<f64> = o.values.iter().map(|v| (v - p.mean) / p.sd).collect();
+                    let e: Vec<f64> = z
+                        .iter()
+                        .zip(o.x.chunks(d))
+                        .map(|(z, x)| {
+                            let e = z - p.gp.mean_grad(x, &[], &mut []);
+                            // Clip what standardize() would: infinities.
+                            if e.is_finite() {
+                                e
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let b = e.iter().sum::<f64>() / e.len() as f64;
+                    prior_term = Some((p.gp.clone(), b));
+                    (e.iter().map(|e| e - b).collect(), b)
+                }
+            };
             let mut gp = self.objective.model(
                 &Training {
                     d,
@@ -542,8 +694,14 @@ impl Sampler for GpSampler {
                 self.options.deterministic_objective,
                 None,
             );
-            let bi = (0..y.len()).fold(0, |b, i| if y[i] > y[b] { i } else { b });
-            f0 = y[bi];
+            let bi =
+                (0..o.values.len()).fold(0, |b, i| if o.values[i] > o.values[b] { i } else { b });
+            f0 = match &prior {
+                None => y[bi],
+                Some(p) => {
+                    y[bi] + offset + p.gp.mean_grad(&o.x[bi * d..(bi + 1) * d], &[], &mut [])
+                }
+            };
             best_row = Some(o.x[bi * d..(bi + 1) * d].to_vec());
             if !o.running.is_empty() {
                 // Kriging believer: the running trials at their posterior means.
@@ -562,11 +720,13 @@ impl Sampler for GpSampler {
             .map(|g| g.hyper.length_scales())
             .unwrap_or_else(|| vec![1.0; d]);
         let safety = self.safety(&enc, &o);
-        let acq = Acquisition {
+        let mut acq = Acquisition {
             objective,
             f0,
+            prior: prior_term,
             safety,
         };
+        acq.prepare();
         let mut warm: Vec<Vec<f64>> = best_row.into_iter().collect();
         if safe_mode && warm.is_empty() {
             // The first safe trial (the baseline) as a start inside the safe set.

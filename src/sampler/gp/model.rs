@@ -1,7 +1,9 @@
 //! A fitted Gaussian process: training points, hyperparameters, the Cholesky factor of
 //! `K + σ²I` and `α = (K + σ²I)⁻¹ y`; the posterior of the latent function at new points.
 
-use super::chol::Packed;
+use nalgebra::DMatrix;
+
+use super::chol::{dot, Packed};
 use super::kernel::{kernel, matern52, matern52_d, sq_dist, Hyper};
 
 /// A GP conditioned on its training data (zero prior mean; `y` as given).
@@ -17,6 +19,9 @@ pub(crate) struct Gp {
     /// Noise actually on the diagonal (the fitted one, raised if `K` was not positive
     /// definite with it).
     pub noise: f64,
+    /// `L⁻¹` (dense, column-major), once [`Gp::prepare`] computed it for the current
+    /// factor: the acquisition's many posteriors then cost matrix-vector products.
+    linv: Option<DMatrix<f64>>,
 }
 
 /// Per-evaluation scratch space.
@@ -39,6 +44,51 @@ impl Gp {
             chol: Packed::default(),
             alpha: Vec::new(),
             noise,
+            linv: None,
+        }
+    }
+
+    /// Computes and keeps `L⁻¹` for the posteriors that follow (until the training set
+    /// changes): `O(n³/6)` once per ask instead of two triangular solves per evaluation.
+    pub fn prepare(&mut self) {
+        if self.linv.is_none() {
+            self.linv = Some(self.chol.inverse());
+        }
+    }
+
+    /// `v = L⁻¹ k` in place (`L⁻¹` if prepared: column by column, vectorised).
+    fn whiten(&self, k: &[f64], v: &mut Vec<f64>) {
+        let n = k.len();
+        v.clear();
+        match &self.linv {
+            Some(li) => {
+                v.resize(n, 0.0);
+                let ld = li.as_slice();
+                for (j, &kj) in k.iter().enumerate() {
+                    let col = &ld[j * n + j..(j + 1) * n];
+                    for (vi, a) in v[j..].iter_mut().zip(col) {
+                        *vi += a * kj;
+                    }
+                }
+            }
+            None => {
+                v.extend_from_slice(k);
+                self.chol.solve_lower(v);
+            }
+        }
+    }
+
+    /// `w = L⁻ᵀ v` in place.
+    fn unwhiten(&self, v: &mut [f64]) {
+        match &self.linv {
+            Some(li) => {
+                let n = v.len();
+                let ld = li.as_slice();
+                for j in 0..n {
+                    v[j] = dot(&ld[j * n + j..(j + 1) * n], &v[j..]);
+                }
+            }
+            None => self.chol.solve_upper(v),
         }
     }
 
@@ -53,6 +103,7 @@ impl Gp {
     pub fn extend(&mut self, rows: &[f64]) {
         let d = self.d;
         let mut k_row = Vec::new();
+        self.linv = None;
         for p in rows.chunks(d) {
             self.x.extend_from_slice(p);
             if !self.push_row(self.n(), &mut k_row) {
@@ -101,6 +152,86 @@ impl Gp {
         self.chol.solve(&mut self.alpha);
     }
 
+    /// Posterior means and variances of the latent function at the `m` points `q`
+    /// (row-major `m × d`), written to `mean` and `var`: the same numbers as [`Gp::posterior`]
+    /// up to rounding, computed for all points at once. The cross-covariances of a block of
+    /// points form one `n × b` matrix `K*`; `V = L⁻¹ K*` is one matrix product (row blocks of
+    /// the triangular `L⁻¹` against the rows of `K*` they touch); the variances are
+    /// `s − ‖V_col‖²` and the means `K*ᵀ α`.
+    pub fn posterior_batch(&self, q: &[f64], mean: &mut Vec<f64>, var: &mut Vec<f64>) {
+        const BLOCK: usize = 256;
+        const ROWS: usize = 32;
+        let n = self.n();
+        let d = self.d;
+        let m = q.len() / d;
+        mean.clear();
+        var.clear();
+        if n == 0 {
+            mean.resize(m, 0.0);
+            var.resize(m, self.hyper.scale);
+            return;
+        }
+        let computed;
+        let linv = match &self.linv {
+            Some(l) => l,
+            None => {
+                computed = self.chol.inverse();
+                &computed
+            }
+        };
+        let b = BLOCK.min(m);
+        let mut ks = DMatrix::<f64>::zeros(n, b);
+        let mut v = DMatrix::<f64>::zeros(n, b);
+        for c0 in (0..m).step_by(BLOCK) {
+            let mc = BLOCK.min(m - c0);
+            let kd = ks.as_mut_slice();
+            for c in 0..mc {
+                let qc = &q[(c0 + c) * d..(c0 + c + 1) * d];
+                let col = &mut kd[c * n..(c + 1) * n];
+                for (i, kc) in col.iter_mut().enumerate() {
+                    *kc = kernel(qc, &self.x[i * d..(i + 1) * d], &self.hyper, &self.is_cat);
+                }
+            }
+            for r0 in (0..n).step_by(ROWS) {
+                let r1 = (r0 + ROWS).min(n);
+                v.view_mut((r0, 0), (r1 - r0, mc)).gemm(
+                    1.0,
+                    &linv.view((r0, 0), (r1 - r0, r1)),
+                    &ks.view((0, 0), (r1, mc)),
+                    0.0,
+                );
+            }
+            let (kd, vd) = (ks.as_slice(), v.as_slice());
+            for c in 0..mc {
+                let kc = &kd[c * n..(c + 1) * n];
+                let vc = &vd[c * n..(c + 1) * n];
+                mean.push(dot(kc, &self.alpha));
+                var.push((self.hyper.scale - dot(vc, vc)).max(0.0));
+            }
+        }
+    }
+
+    /// Posterior mean at `q` and its gradient with respect to the coordinates `cont` of
+    /// `q` (into `dmean`); `O(n d)`, no solve (`dmean` empty: the mean only).
+    pub fn mean_grad(&self, q: &[f64], cont: &[usize], dmean: &mut [f64]) -> f64 {
+        let d = self.d;
+        let h = &self.hyper;
+        dmean.iter_mut().for_each(|g| *g = 0.0);
+        let mut mean = 0.0;
+        for (i, &a) in self.alpha.iter().enumerate() {
+            let xi = &self.x[i * d..(i + 1) * d];
+            let r2 = sq_dist(q, xi, &h.inv_sq_ls, &self.is_cat);
+            mean += a * h.scale * matern52(r2);
+            if !dmean.is_empty() {
+                let dm = a * h.scale * matern52_d(r2);
+                for (c, &j) in cont.iter().enumerate() {
+                    dmean[c] += dm * 2.0 * h.inv_sq_ls[j] * (q[j] - xi[j]);
+                }
+            }
+        }
+        mean
+    }
+
     /// Posterior mean and variance of the latent function at `q`.
     pub fn posterior(&self, q: &[f64], s: &mut Scratch) -> (f64, f64) {
         let n = self.n();
@@ -112,8 +243,8 @@ impl Gp {
             mean += ki * self.alpha[i];
             s.k.push(ki);
         }
-        self.chol.solve_lower(&mut s.k);
-        let vv: f64 = s.k.iter().map(|v| v * v).sum();
+        self.whiten(&s.k, &mut s.v);
+        let vv = dot(&s.v, &s.v);
         (mean, (self.hyper.scale - vv).max(0.0))
     }
 
@@ -141,12 +272,10 @@ impl Gp {
             s.k.push(ki);
             s.dk.push(h.scale * matern52_d(r2));
         }
-        s.v.clear();
-        s.v.extend_from_slice(&s.k);
-        self.chol.solve_lower(&mut s.v);
-        let vv: f64 = s.v.iter().map(|v| v * v).sum();
+        self.whiten(&s.k, &mut s.v);
+        let vv = dot(&s.v, &s.v);
         // w = K⁻¹ k, for the variance's gradient.
-        self.chol.solve_upper(&mut s.v);
+        self.unwhiten(&mut s.v);
         dmean.iter_mut().for_each(|g| *g = 0.0);
         dvar.iter_mut().for_each(|g| *g = 0.0);
         for i in 0..n {
@@ -226,6 +355,55 @@ mod tests {
                 .map(|(i, j)| v[i] * v[j] * kernel(x(i), x(j), &g.hyper, &g.is_cat))
                 .sum();
             assert!(q > 0.0);
+        }
+    }
+
+    #[test]
+    fn batched_posterior_matches_one_at_a_time() {
+        for (n, is_cat) in [
+            (0, vec![false, true, false]),
+            (45, vec![false, true, false]),
+        ] {
+            let g = gp(n, 3, 4, is_cat);
+            let mut r = TrialRng::from_seed(5);
+            // More points than one block, and training points among them.
+            let mut q: Vec<f64> = (0..300 * 3)
+                .map(|k| {
+                    if k % 3 == 1 {
+                        r.below(3) as f64
+                    } else {
+                        r.next_f64()
+                    }
+                })
+                .collect();
+            q.extend_from_slice(&g.x[..3.min(g.x.len())]);
+            let (mut mean, mut var) = (Vec::new(), Vec::new());
+            g.posterior_batch(&q, &mut mean, &mut var);
+            assert_eq!(mean.len(), q.len() / 3);
+            let mut s = Scratch::default();
+            let mut prepared = g.clone();
+            prepared.prepare();
+            let (mut pm, mut pv) = (Vec::new(), Vec::new());
+            prepared.posterior_batch(&q, &mut pm, &mut pv);
+            assert_eq!((&pm, &pv), (&mean, &var), "the same L⁻¹ either way");
+            let cont = [0usize, 2];
+            let (mut dm, mut dv, mut pdm, mut pdv) = ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
+            for (i, p) in q.chunks(3).enumerate() {
+                let (m, v) = g.posterior(p, &mut s);
+                assert!((m - mean[i]).abs() < 1e-9, "{i}: {m} {}", mean[i]);
+                assert!((v - var[i]).abs() < 1e-9, "{i}: {v} {}", var[i]);
+                let (m2, v2) = prepared.posterior(p, &mut s);
+                assert!(
+                    (m - m2).abs() < 1e-9 && (v - v2).abs() < 1e-9,
+                    "{i} prepared"
+                );
+                g.posterior_grad(p, &cont, &mut dm, &mut dv, &mut s);
+                prepared.posterior_grad(p, &cont, &mut pdm, &mut pdv, &mut s);
+                for c in 0..2 {
+                    assert!((dm[c] - pdm[c]).abs() < 1e-8, "{i} dmean {c}");
+                    assert!((dv[c] - pdv[c]).abs() < 1e-8, "{i} dvar {c}");
+                }
+            }
         }
     }
 

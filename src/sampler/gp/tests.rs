@@ -359,3 +359,69 @@ fn posterior_mean_smooths_noise() {
     assert!(err_gp < 0.7 * err_obs, "{err_gp} vs {err_obs}");
     assert!(posterior_mean(&space, &[], &history[0].params).is_none());
 }
+
+/// Trials until a value ≤ `target` (`trials + 1` if never).
+fn trials_to_reach(history: &[FrozenTrial], target: f64) -> usize {
+    history
+        .iter()
+        .position(|t| t.value.is_some_and(|v| v <= target))
+        .map_or(history.len() + 1, |i| i + 1)
+}
+
+#[test]
+fn a_prior_from_a_shifted_source_study_reaches_the_target_in_fewer_trials() {
+    let space =
+        SearchSpace::new(["a", "b", "c", "e"].map(|n| (n.to_string(), float(-5.0, 5.0)))).unwrap();
+    let names = ["a", "b", "c", "e"];
+    let centre = [1.3, -0.7, 2.0, -1.5];
+    // The "simulator" and the "robot": the robot's optimum is shifted, its values scaled
+    // and offset.
+    let shift = [0.3, -0.2, 0.25, 0.2];
+    let sim = move |p: &Params| -> f64 {
+        names
+            .iter()
+            .zip(centre)
+            .map(|(n, c)| (p[*n] - c).powi(2))
+            .sum()
+    };
+    let robot = move |p: &Params| -> f64 {
+        3.0 + 1.5
+            * names
+                .iter()
+                .zip(centre.iter().zip(shift))
+                .map(|(n, (c, s))| (p[*n] - c - s).powi(2))
+                .sum::<f64>()
+    };
+    let source = run(&mut RandomSampler::new(11), &space, 80, |p| Ok(sim(p)));
+    // Near the source's optimum (3.4: within about 0.5 of the robot's), then at the
+    // robot's own (3.05: within 0.15, which needs the shift learnt from robot trials).
+    let trials = 40;
+    for target in [3.4, 3.05] {
+        let (mut warm_total, mut cold_total) = (0, 0);
+        for seed in 0..3 {
+            let mut cold = GpSampler::with_options(seed, quick()).unwrap();
+            let c = trials_to_reach(&run(&mut cold, &space, trials, |p| Ok(robot(p))), target);
+            let mut warm = GpSampler::with_options(seed, quick())
+                .unwrap()
+                .with_prior(&source, &space, Direction::Minimize)
+                .unwrap();
+            let w = trials_to_reach(&run(&mut warm, &space, trials, |p| Ok(robot(p))), target);
+            eprintln!("seed {seed}: warm {w} trials, cold {c} to reach {target}");
+            assert!(
+                w < c,
+                "seed {seed}: warm {w} trials vs cold {c} to reach {target}"
+            );
+            warm_total += w;
+            cold_total += c;
+        }
+        assert!(
+            2 * warm_total <= cold_total,
+            "warm {warm_total} trials vs cold {cold_total} in all to reach {target}"
+        );
+    }
+    // A source study without a usable trial is refused.
+    let e = GpSampler::new(0)
+        .with_prior(&[], &space, Direction::Minimize)
+        .unwrap_err();
+    assert!(e.to_string().contains("prior"), "{e}");
+}
