@@ -186,3 +186,25 @@ fn top_trials_are_reevaluated_and_the_likely_best_is_reported() {
         10 + 2 * (count - 2)
     );
 }
+
+#[test]
+fn a_gp_study_names_its_likely_best_by_the_posterior_mean() {
+    let w = Workdir::new();
+    let text = sim_config(&w.storage_url(), &w.event_log(), 14, 40, 0.0)
+        .replace("[robot]", "[sampler]\nkind = \"gp\"\n\n[robot]");
+    let config = w.write_config(&text);
+    let stdout = w.run_ok(&config);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("likely best by the GP's posterior mean"))
+        .unwrap_or_else(|| panic!("no posterior-mean line in:\n{stdout}"));
+    let trial: u64 = line
+        .split("trial ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no trial number in {line}"));
+    let trials = w.export("it");
+    let named = trials.iter().find(|t| t["number"] == trial).unwrap();
+    assert_eq!(named["state"], "COMPLETE", "{line}");
+}

@@ -114,6 +114,19 @@ pub(super) fn print_summary(study: &Study) -> Result<()> {
         }
         None => outln!("no complete trial yet"),
     }
+    if study.sampler_name() == "gp" {
+        if let Some((trial, mean)) =
+            evaluation::likely_best_by_model(study.space(), &trials, study.direction())
+        {
+            outln!(
+                "likely best by the GP's posterior mean (noise-aware, among the {} best): trial {} predicted {:.4} (measured {:.4})",
+                evaluation::MODEL_TOP,
+                trial.number,
+                mean,
+                trial.value.unwrap_or(f64::NAN)
+            );
+        }
+    }
     if let Some((trial, stats)) = evaluation::likely_best(&trials, study.direction()) {
         outln!(
             "likely best (mean over {} episodes): trial {} mean {:.4} ± {:.4} (sd {:.4})",

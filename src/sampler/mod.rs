@@ -17,7 +17,7 @@ pub use cmaes::{
     default_popsize, warm_start_from, CmaesOptions, CmaesSampler, Restart, WarmStart,
     WarmStartSource,
 };
-pub use gp::{posterior_mean, GpOptions, GpSampler};
+pub use gp::{posterior_mean, posterior_means, GpOptions, GpSampler};
 pub use qmc::{QmcKind, QmcOptions, QmcSampler};
 pub use random::RandomSampler;
 pub use tpe::{Startup, TpeOptions, TpeSampler};

@@ -806,6 +806,18 @@ pub fn posterior_mean(
     history: &[FrozenTrial],
     params: &Params,
 ) -> Option<f64> {
+    posterior_means(space, history, std::slice::from_ref(params))?
+        .pop()
+        .flatten()
+}
+
+/// [`posterior_mean`] at several points, from one fit: `None` without COMPLETE trials; per
+/// point `None` if it is not a valid point of `space`.
+pub fn posterior_means(
+    space: &SearchSpace,
+    history: &[FrozenTrial],
+    points: &[Params],
+) -> Option<Vec<Option<f64>>> {
     let enc = Encoding::new(space);
     let d = enc.d();
     let mut x = Vec::new();
@@ -823,12 +835,12 @@ pub fn posterior_mean(
             values.push(v);
         }
     }
-    if values.is_empty() || !enc.encode(space, params, &mut row) {
+    if values.is_empty() {
         return None;
     }
     let (y, mean, sd) = standardize(&values);
     if d == 0 {
-        return Some(mean);
+        return Some(points.iter().map(|_| Some(mean)).collect());
     }
     let (h, _) = fit::fit(
         &fit::Data {
@@ -842,6 +854,16 @@ pub fn posterior_mean(
     let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
     gp.extend(&x);
     gp.set_y(&y);
-    let (m, _) = gp.posterior(&row, &mut Scratch::default());
-    Some(mean + sd * m)
+    let mut scratch = Scratch::default();
+    Some(
+        points
+            .iter()
+            .map(|p| {
+                enc.encode(space, p, &mut row).then(|| {
+                    let (m, _) = gp.posterior(&row, &mut scratch);
+                    mean + sd * m
+                })
+            })
+            .collect(),
+    )
 }
