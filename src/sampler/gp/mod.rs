@@ -344,18 +344,8 @@ impl GpSampler {
         } else {
             -1.0
         };
-        let mut x = Vec::new();
-        let mut values = Vec::new();
-        let mut row = Vec::new();
-        for t in source {
-            let Some(v) = t.value.filter(|v| v.is_finite()) else {
-                continue;
-            };
-            if t.state == TrialState::Complete && enc.encode(space, &t.params, &mut row) {
-                x.extend_from_slice(&row);
-                values.push(sign * v);
-            }
-        }
+        let (mut x, values) = complete_points(&enc, space, source);
+        let mut values: Vec<f64> = values.into_iter().map(|v| sign * v).collect();
         let d = enc.d();
         if values.is_empty() || d == 0 {
             return Err(SamplerError::invalid(
@@ -377,18 +367,7 @@ impl GpSampler {
             values = keep.iter().map(|&i| values[i]).collect();
         }
         let (y, mean, sd) = standardize(&values);
-        let (h, _) = fit::fit(
-            &fit::Data {
-                d,
-                x: &x,
-                y: &y,
-                is_cat: &enc.is_cat,
-            },
-            None,
-        );
-        let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
-        gp.extend(&x);
-        gp.set_y(&y);
+        let gp = fitted_gp(&enc, &x, &y);
         let best = x
             .chunks(d)
             .map(|p| gp.mean_grad(p, &[], &mut []))
@@ -797,6 +776,45 @@ impl Sampler for GpSampler {
     }
 }
 
+/// The encoded points (concatenated) and values of the COMPLETE trials of `trials` with a
+/// finite value and a valid point of `space`.
+fn complete_points(
+    enc: &Encoding,
+    space: &SearchSpace,
+    trials: &[FrozenTrial],
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut x, mut values, mut row) = (Vec::new(), Vec::new(), Vec::new());
+    for t in trials {
+        let Some(v) = t.value.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        if t.state == TrialState::Complete && enc.encode(space, &t.params, &mut row) {
+            x.extend_from_slice(&row);
+            values.push(v);
+        }
+    }
+    (x, values)
+}
+
+/// A GP on points `x` (encoded by `enc`) with standardised values `y`, its
+/// hyperparameters fitted from Optuna's default start.
+fn fitted_gp(enc: &Encoding, x: &[f64], y: &[f64]) -> Gp {
+    let d = enc.d();
+    let (h, _) = fit::fit(
+        &fit::Data {
+            d,
+            x,
+            y,
+            is_cat: &enc.is_cat,
+        },
+        None,
+    );
+    let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
+    gp.extend(x);
+    gp.set_y(y);
+    gp
+}
+
 /// The GP's posterior mean of the objective at `params` (in the objective's own units),
 /// fitted afresh to the COMPLETE trials of `history` with valid parameters: the noise-aware
 /// estimate of a configuration's true value (for choosing the "likely best" of a noisy
@@ -819,41 +837,16 @@ pub fn posterior_means(
     points: &[Params],
 ) -> Option<Vec<Option<f64>>> {
     let enc = Encoding::new(space);
-    let d = enc.d();
-    let mut x = Vec::new();
-    let mut values = Vec::new();
-    let mut row = Vec::new();
-    for t in history {
-        if t.state != TrialState::Complete {
-            continue;
-        }
-        let Some(v) = t.value.filter(|v| !v.is_nan()) else {
-            continue;
-        };
-        if enc.encode(space, &t.params, &mut row) {
-            x.extend_from_slice(&row);
-            values.push(v);
-        }
-    }
+    let (x, values) = complete_points(&enc, space, history);
     if values.is_empty() {
         return None;
     }
     let (y, mean, sd) = standardize(&values);
-    if d == 0 {
+    if enc.d() == 0 {
         return Some(points.iter().map(|_| Some(mean)).collect());
     }
-    let (h, _) = fit::fit(
-        &fit::Data {
-            d,
-            x: &x,
-            y: &y,
-            is_cat: &enc.is_cat,
-        },
-        None,
-    );
-    let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
-    gp.extend(&x);
-    gp.set_y(&y);
+    let gp = fitted_gp(&enc, &x, &y);
+    let mut row = Vec::new();
     let mut scratch = Scratch::default();
     Some(
         points
