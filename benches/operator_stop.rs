@@ -219,6 +219,34 @@ fn envelope_trips(firmware: &Firmware, trips: usize, name: &'static str) -> Summ
     summary
 }
 
+/// `stops` operator stops through `stop`, each timed from its start to its EStop on the
+/// wire; the desk is released between them, and `gap` waited after each.
+fn time_stops(
+    name: &'static str,
+    stops: usize,
+    firmware: &Firmware,
+    desk: &Desk,
+    gap: Duration,
+    mut stop: impl FnMut(),
+) -> Summary {
+    let mut summary = Summary {
+        name,
+        latencies: Vec::with_capacity(stops),
+    };
+    for _ in 0..stops {
+        firmware.drain();
+        desk.release();
+        desk.take_disruptions();
+        let sent = Instant::now();
+        stop();
+        summary
+            .latencies
+            .push(firmware.next_estop().duration_since(sent));
+        std::thread::sleep(gap);
+    }
+    summary
+}
+
 fn stop_over_socket(path: &Path) {
     let mut s = UnixStream::connect(path).expect("connect to the control socket");
     s.write_all(b"{\"cmd\":\"stop\"}\n").unwrap();
@@ -306,49 +334,34 @@ fn main() {
         .expect("serve the control socket");
     std::thread::sleep(Duration::from_millis(100));
 
-    let mut results = vec![Summary {
-        name: "socket",
-        latencies: Vec::with_capacity(stops),
-    }];
-    for _ in 0..stops {
-        firmware.drain();
-        desk.release();
-        desk.take_disruptions();
-        let sent = Instant::now();
-        stop_over_socket(&path);
-        results[0]
-            .latencies
-            .push(firmware.next_estop().duration_since(sent));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let gap = Duration::from_millis(5);
+    let mut results = vec![time_stops("socket", stops, &firmware, &desk, gap, || {
+        stop_over_socket(&path)
+    })];
 
     let ctl = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/gaittune");
     if ctl.exists() {
-        let mut summary = Summary {
-            name: "ctl",
-            latencies: Vec::with_capacity(stops),
-        };
-        for _ in 0..stops {
-            firmware.drain();
-            desk.release();
-            desk.take_disruptions();
-            let sent = Instant::now();
-            let out = std::process::Command::new(&ctl)
-                .args(["ctl", "--control"])
-                .arg(&path)
-                .arg("stop")
-                .output()
-                .expect("run gaittune ctl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            summary
-                .latencies
-                .push(firmware.next_estop().duration_since(sent));
-        }
-        results.push(summary);
+        // The process start is gap enough.
+        results.push(time_stops(
+            "ctl",
+            stops,
+            &firmware,
+            &desk,
+            Duration::ZERO,
+            || {
+                let out = std::process::Command::new(&ctl)
+                    .args(["ctl", "--control"])
+                    .arg(&path)
+                    .arg("stop")
+                    .output()
+                    .expect("run gaittune ctl");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            },
+        ));
     } else {
         println!(
             "(ctl path skipped: {} not built; run `cargo build --release` first)",
@@ -362,22 +375,14 @@ fn main() {
         token.clone(),
     )
     .expect("serve the dashboard");
-    let mut summary = Summary {
-        name: "dashboard",
-        latencies: Vec::with_capacity(stops),
-    };
-    for _ in 0..stops {
-        firmware.drain();
-        desk.release();
-        desk.take_disruptions();
-        let sent = Instant::now();
-        stop_over_http(&board, &token);
-        summary
-            .latencies
-            .push(firmware.next_estop().duration_since(sent));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    results.push(summary);
+    results.push(time_stops(
+        "dashboard",
+        stops,
+        &firmware,
+        &desk,
+        gap,
+        || stop_over_http(&board, &token),
+    ));
 
     // The envelope's EStop, without and with the dashboard streaming.
     let trips = stops * 5;
