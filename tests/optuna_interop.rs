@@ -289,19 +289,6 @@ fn import(w: &Workdir, file: &Path, study: &str, mode: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn export_study(w: &Workdir, study: &str) -> Vec<serde_json::Value> {
-    let out = Command::new(bin())
-        .args(["export", "--storage", &w.storage_url(), "--study", study])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// The fields an import keeps.
 fn kept(t: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({
@@ -320,14 +307,14 @@ fn a_study_exported_to_a_journal_imports_back_the_same() {
     export(&w, "optuna-journal", &journal);
     let said = import(&w, &journal, "back", "finished");
     assert!(said.contains("imported 10 trials"), "{said}");
-    let (a, b) = (export_study(&w, "it"), export_study(&w, "back"));
+    let (a, b) = (w.export("it"), w.export("back"));
     assert_eq!(
         a.iter().map(kept).collect::<Vec<_>>(),
         b.iter().map(kept).collect::<Vec<_>>()
     );
     // Enqueued: the same parameter sets, waiting to run.
     import(&w, &journal, "again", "enqueued");
-    let c = export_study(&w, "again");
+    let c = w.export("again");
     assert!(c.iter().all(|t| t["state"] == "WAITING"));
     assert_eq!(
         a.iter().map(|t| &t["params"]).collect::<Vec<_>>(),
@@ -383,7 +370,7 @@ fn studies_written_by_optuna_import_trial_for_trial() {
         let name = format!("imported-{kind}");
         let said = import(&w, &file, &name, "finished");
         assert!(said.contains("imported 20 trials"), "{said}");
-        let trials = export_study(&w, &name);
+        let trials = w.export(&name);
         assert_eq!(trials.len(), 20);
         // Optuna's own view of the same file, trial by trial.
         let check = r#"
