@@ -163,9 +163,26 @@ fn serve_client(stream: UnixStream, operator: &Operator) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends one command to the daemon at `path` and returns its answer.
+/// The longest `gaittune ctl` waits for an answer (a `release` is answered within 5 s, a
+/// `fail` or `enqueue` once the study's storage has written it).
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one command to the daemon at `path` and returns its answer, waiting at most
+/// [`ANSWER_TIMEOUT`].
 pub fn send(path: &Path, command: &Command) -> io::Result<Reply> {
+    send_within(path, command, ANSWER_TIMEOUT)
+}
+
+/// [`send`], waiting at most `limit` for the answer (an error of kind `WouldBlock` or
+/// `TimedOut` after it).
+pub fn send_within(
+    path: &Path,
+    command: &Command,
+    limit: std::time::Duration,
+) -> io::Result<Reply> {
     let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
     let mut line = serde_json::to_string(command).map_err(io::Error::other)?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
@@ -286,6 +303,23 @@ mod tests {
         assert!(answer.contains("not a command"), "{answer}");
         drop(served);
         assert!(!path.exists(), "the socket is removed at the end");
+        // A daemon that never answers: the client gives up in bounded time.
+        let silent = UnixListener::bind(&path).unwrap();
+        let err = send_within(
+            &path,
+            &Command::Status,
+            std::time::Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{err}"
+        );
+        drop(silent);
+        let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
