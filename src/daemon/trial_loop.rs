@@ -529,6 +529,7 @@ impl TrialRunner<'_> {
                 _ => {}
             }
         }
+        let operator_stopped = self.operator_latched;
         if self.operator_latched {
             self.operator_latched = false;
             self.desk.release_done();
@@ -540,9 +541,10 @@ impl TrialRunner<'_> {
                 outln!("the robot's watchdog latched it while it was away: released (a link fault, not a gait's)");
             }
         }
-        if said.is_some() {
-            // A go given before a stop or a pause does not carry over it: the operator
-            // gives it again for the robot as it is now.
+        if said.is_some() || operator_stopped {
+            // A go given before a stop or a pause does not carry over it (even when the
+            // release came before the loop got here): the operator gives it again for the
+            // robot as it is now.
             self.gos_used = self.desk.go_count();
         }
         self.waiting(None);
@@ -674,6 +676,8 @@ impl TrialRunner<'_> {
     /// acknowledged, a pause now or a skip aborts the episode in flight.
     async fn quiet_robot_for(&mut self, d: &Disruption) -> Result<(), Stop> {
         self.link.forget_episode();
+        // A go given for the episode the operator interrupted is spent with it.
+        self.gos_used = self.desk.go_count();
         match d {
             Disruption::Stop { .. } => {
                 self.operator_latched = true;
