@@ -177,7 +177,12 @@ fn skip_pause_enqueue_fail_and_pause_now() {
         "the episode was aborted"
     );
 
-    // Pause after the trial in flight; meanwhile enqueue a gait and judge a finished trial.
+    // Pause after the trial in flight (once the next one is under way); meanwhile enqueue a
+    // gait and judge a finished trial.
+    wait_for(Duration::from_secs(60), "the next trial under way", || {
+        let s = status(&socket);
+        s["trial"].as_u64().is_some_and(|t| t != skipped)
+    });
     let said = ctl_ok(&socket, &["pause"]);
     assert!(said.contains("after the trial in flight"), "{said}");
     wait_for(Duration::from_secs(60), "the pause", || {
@@ -395,4 +400,36 @@ fn a_robot_switched_off_during_a_pause_is_reconnected_on_resume() {
     assert!(stdout.contains("switched off or unplugged"), "{stdout}");
     assert!(stdout.contains("the robot answers again"), "{stdout}");
     assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 3);
+}
+
+#[test]
+fn a_go_given_before_a_stop_does_not_start_the_episode_after_the_release() {
+    let w = Workdir::new();
+    let socket = w.path("ctl.sock");
+    let text = sim_config(&w.storage_url(), &w.event_log(), 1, 300, 4.0)
+        .replace("device = \"sim\"", "device = \"sim\"\noperator_go = true");
+    let config = w.write_config(&text);
+    let child = spawn_with_control(&w, &config, &socket);
+    wait_until_socket(&socket);
+    let holding = || status(&socket)["waiting_for"] == "operator go";
+    wait_for(Duration::from_secs(60), "the hold for go", holding);
+    ctl_ok(&socket, &["go"]);
+    wait_for(Duration::from_secs(30), "the episode", || {
+        status(&socket)["step"].as_u64().is_some_and(|s| s > 10)
+    });
+    // A go for the next episode, then a stop: the go must not outlive the stop.
+    ctl_ok(&socket, &["go"]);
+    ctl_ok(&socket, &["stop"]);
+    ctl_ok(&socket, &["release"]);
+    wait_for(Duration::from_secs(30), "the hold for go again", holding);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        named(&w.events(), "episode_start").len(),
+        1,
+        "after a release the robot waits for a new go"
+    );
+    ctl_ok(&socket, &["go"]);
+    finished_ok(child);
+    assert_eq!(named(&w.events(), "episode_start").len(), 2);
+    assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 1);
 }
