@@ -322,7 +322,9 @@ fn a_latched_robot_is_not_moved_without_release_latch() {
 #[test]
 fn ctrl_c_ends_with_estop_and_exit_130() {
     let w = Workdir::new();
-    let s = sim(&[], Some(&w.event_log()));
+    // 2 s episodes: the whole probe must not finish before the signal lands on a loaded
+    // machine (at the usual pace it takes about a second).
+    let s = sim_paced("10", &[], Some(&w.event_log()));
     let child = Command::new(bin())
         .args(["probe", &s.device, "--estop-samples", "5", "--json"])
         .stdout(std::process::Stdio::piped())
@@ -340,7 +342,14 @@ fn ctrl_c_ends_with_estop_and_exit_130() {
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).expect("a report after Ctrl-C");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no report after Ctrl-C ({e}); exit {:?}; stderr:\n{}\nthe sim's events:\n{:#?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            w.events()
+        )
+    });
     assert_eq!(out.status.code(), Some(130), "{report:#}");
     assert_eq!(report["aborted"], "interrupted", "{report:#}");
     assert_eq!(report["left_latched"], true, "{report:#}");

@@ -5,7 +5,7 @@
 //! the first.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,36 +96,64 @@ impl Port {
         })
     }
 
+    /// The descriptor every read and write goes through. `serialport`'s own `read`/`write`
+    /// wait in `ppoll` with an *empty* signal mask, which unblocks Ctrl-C and SIGTERM in that
+    /// thread for the wait: a stop signal landing there would kill the process by its default
+    /// action, bypassing the signal thread and its EStop. Plain `poll` keeps the mask.
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.io {
+            Io::Serial(p) => {
+                // SAFETY: `p` owns this descriptor and outlives the borrow.
+                unsafe { BorrowedFd::borrow_raw(p.as_raw_fd()) }
+            }
+            Io::Tty(f) => f.as_fd(),
+        }
+    }
+
+    /// Waits at most `timeout` for `events` on the descriptor; `TimedOut` if none came.
+    fn wait_for(&self, events: nix::poll::PollFlags, timeout: Duration) -> io::Result<()> {
+        use nix::poll::{poll, PollFd, PollTimeout};
+        let fd = self.fd();
+        let mut fds = [PollFd::new(fd, events)];
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => Err(io::ErrorKind::TimedOut.into()),
+            Ok(_) => Ok(()),
+            Err(nix::errno::Errno::EINTR) => Err(io::ErrorKind::Interrupted.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads what is available, waiting at most [`READ_POLL`]; returns `TimedOut` if nothing
     /// came.
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.io {
-            Io::Serial(p) => p.read(buf),
-            Io::Tty(f) => {
-                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-                let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-                let ms = READ_POLL.as_millis() as u16;
-                let ready = poll(&mut fds, PollTimeout::from(ms)).map_err(io::Error::from)?;
-                if ready == 0 {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                f.read(buf)
-            }
-        }
+        self.wait_for(nix::poll::PollFlags::POLLIN, READ_POLL)?;
+        Ok(nix::unistd::read(self.fd().as_raw_fd(), buf)?)
     }
 }
 
+/// How long a write waits for room in the device's output buffer.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(1000);
+
 impl Write for Port {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.io {
-            Io::Serial(p) => p.write(buf),
-            Io::Tty(f) => f.write(buf),
+        loop {
+            match nix::unistd::write(self.fd(), buf) {
+                Ok(n) => return Ok(n),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    self.wait_for(nix::poll::PollFlags::POLLOUT, WRITE_TIMEOUT)?
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
+    /// Waits until the device has sent what was written (`tcdrain`, as `serialport` does); a
+    /// pseudo-terminal has no line to drain.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.io {
-            Io::Serial(p) => p.flush(),
-            Io::Tty(f) => f.flush(),
+        match &self.io {
+            Io::Serial(_) => Ok(nix::sys::termios::tcdrain(self.fd())?),
+            Io::Tty(_) => Ok(()),
         }
     }
 }
@@ -197,6 +225,50 @@ mod tests {
         refusal(&device);
         drop(writer);
         Port::open(&device, 115_200).unwrap();
+    }
+
+    /// The signal mask of thread `tid` of this process, as /proc shows it (during a syscall
+    /// that swaps the mask, the swapped-in one).
+    fn blocked_signals(tid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+        u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn waiting_for_bytes_keeps_the_stop_signals_blocked() {
+        use nix::sys::signal::{SigSet, Signal};
+        let (_pair, device) = pty();
+        let mut port = Port::open(&device, 115_200).unwrap();
+        assert!(
+            matches!(port.io, Io::Serial(_)),
+            "the serialport path is the one to test"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGINT);
+            set.thread_block().unwrap();
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let mut buf = [0u8; 16];
+            for _ in 0..4 {
+                let e = port.read_some(&mut buf).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            }
+        });
+        let tid = rx.recv().unwrap();
+        let sigint = 1u64 << (Signal::SIGINT as i32 - 1);
+        for _ in 0..30 {
+            // A thread that unblocks SIGINT while it waits would take a Ctrl-C meant for the
+            // signal thread and die by the default action: no EStop.
+            assert_ne!(
+                blocked_signals(tid) & sigint,
+                0,
+                "SIGINT unblocked while reading"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        reader.join().unwrap();
     }
 
     #[test]
