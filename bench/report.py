@@ -220,6 +220,9 @@ def report_efficiency(ours_doc, theirs_doc, R):
     rows_json = []
     for p in problems:
         print(f"\n### {p}")
+        if any(r.get("true_values") for doc in (ours_doc, theirs_doc) for r in (doc or {}).get("runs", [])
+               if r["problem"] == p):
+            print("(noisy: the figure is the true value of the best observed trial)")
         rows = []
         for s in kinds:
             ours = runs.get(("gaittune", p, s), {})

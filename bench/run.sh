@@ -104,11 +104,11 @@ if want samplers; then
 
     # --- sample efficiency (parallel workers)
     if [ "$OPTUNA" = 1 ]; then
-        phase "Optuna efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
+        phase "Optuna efficiency: $SEEDS seeds x 11 problems, $TRIALS trials, $JOBS workers"
         (cd bench/optuna && "../../$PY" efficiency.py --out "../../$OUT/efficiency_optuna.json" \
             --seeds "$SEEDS" --trials "$TRIALS" --workers "$JOBS")
     fi
-    phase "gaittune efficiency: $SEEDS seeds x 9 problems, $TRIALS trials, $JOBS workers"
+    phase "gaittune efficiency: $SEEDS seeds x 11 problems, $TRIALS trials, $JOBS workers"
     "$BIN" efficiency --out "$OUT/efficiency_gaittune.json" --seeds "$SEEDS" --trials "$TRIALS" --jobs "$JOBS"
 fi
 

@@ -11,16 +11,22 @@
 //!   `samplers` runs of the same kind: unsafe trials and best value, with and without
 //!   feeding unsafe trials back as constraint violations;
 //! - `pruners`: the default sampler with each pruner — robot time (episode-seconds: control
-//!   steps × 20 ms) and best value, compared with the same sampler without a pruner.
+//!   steps × 20 ms) and best value, compared with the same sampler without a pruner;
+//! - `warmstart` (not in the default set): sim-to-real with the `gp` sampler. "The
+//!   simulator" is the config's robot; "the real robot" is the same physics with another
+//!   robot seed and more noise ([`REAL_ROBOT`]). Per seed: a simulator study, then on the
+//!   real robot a cold study and one warm started from the simulator study
+//!   (`[sampler.gp] prior`). Figure: the trials the warm study needs to reach the cold
+//!   study's final best.
 //!
 //! For every study it also replays, offline in the same physics, the best trial's and the
 //! baseline's parameters (3 episode seeds each) and records their mean forward speed.
 //!
-//!     cargo bench --bench robot_studies -- [samplers] [constraints] [pruners] \
+//!     cargo bench --bench robot_studies -- [samplers] [constraints] [pruners] [warmstart] \
 //!         [--seeds 10] [--trials 100] [--jobs 2] [--config configs/sim-quadruped.toml] \
 //!         [--sampler tpe] [--out bench/out/robot.json]
 //!
-//! No group named = all three. `bench/report.py` prints the tables and rank tests.
+//! No group named = the first three. `bench/report.py` prints the tables and rank tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,6 +52,8 @@ const PRUNERS: &[&str] = &[
 ];
 /// Samplers of the `constraints` group.
 const CONSTRAINED: &[&str] = &["tpe", "cmaes"];
+/// "The real robot" of the `warmstart` group: `[sim] seed` and `noise`.
+const REAL_ROBOT: (i64, f64) = (2, 1.5);
 /// Episode seeds of the offline forward-speed replays.
 const REPLAY_SEEDS: [u64; 3] = [101, 102, 103];
 
@@ -57,10 +65,38 @@ struct Task {
     constraints: bool,
     pruner: String,
     seed: u64,
+    /// The robot, if not the config's: `[sim] seed` and `noise`.
+    robot: Option<(i64, f64)>,
+    /// `[sampler.gp] prior`: the study (in the same folder) to warm start from.
+    prior: Option<String>,
+    /// Its storage is kept (a later study's prior).
+    keep: bool,
 }
 
 impl Task {
+    /// A study on the config's robot.
+    fn new(group: &'static str, sampler: &str, constraints: bool, pruner: &str, seed: u64) -> Self {
+        Task {
+            group,
+            sampler: sampler.to_string(),
+            constraints,
+            pruner: pruner.to_string(),
+            seed,
+            robot: None,
+            prior: None,
+            keep: false,
+        }
+    }
+
     fn label(&self) -> String {
+        if self.group == "warmstart" {
+            let role = match (&self.robot, &self.prior) {
+                (None, _) => "sim",
+                (Some(_), None) => "cold",
+                (Some(_), Some(_)) => "warm",
+            };
+            return format!("{}-{role}", self.sampler);
+        }
         let mut s = self.sampler.clone();
         if !self.constraints {
             s.push_str("-noconstraints");
@@ -122,7 +158,9 @@ fn parse_args() -> Result<Args> {
                 println!("{}", HELP);
                 std::process::exit(0);
             }
-            g @ ("samplers" | "constraints" | "pruners") => a.groups.push(g.to_string()),
+            g @ ("samplers" | "constraints" | "pruners" | "warmstart") => {
+                a.groups.push(g.to_string())
+            }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
@@ -132,7 +170,8 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-const HELP: &str = "robot_studies [samplers] [constraints] [pruners] [--seeds N] [--trials N] \
+const HELP: &str =
+    "robot_studies [samplers] [constraints] [pruners] [warmstart] [--seeds N] [--trials N] \
 [--jobs N] [--config FILE] [--sampler SPEC] [--kinds SPEC,...] [--out FILE]\n\
 --sampler: the pruners group's sampler (default: the config's); --kinds: the samplers and \
 constraints groups' samplers (default: every kind; constraints: tpe, cmaes).\n\
@@ -158,7 +197,27 @@ fn task_config(base: &toml::Table, task: &Task, trials: u64, dir: &Path) -> Resu
     if let Some(o) = options {
         sampler.insert(kind.to_string(), o.into());
     }
+    if let Some(source) = &task.prior {
+        let mut prior = toml::Table::new();
+        let db = dir.join(format!("{source}.db"));
+        prior.insert("storage".into(), format!("sqlite:{}", db.display()).into());
+        prior.insert("study".into(), source.clone().into());
+        let options = sampler
+            .entry(kind)
+            .or_insert_with(|| toml::Table::new().into())
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("[sampler.{kind}] is not a table"))?;
+        options.insert("prior".into(), prior.into());
+    }
     cfg.insert("sampler".into(), sampler.into());
+    if let Some((seed, noise)) = task.robot {
+        let sim = cfg
+            .get_mut("sim")
+            .and_then(|v| v.as_table_mut())
+            .ok_or_else(|| anyhow!("the config has no [sim] table"))?;
+        sim.insert("seed".into(), seed.into());
+        sim.insert("noise".into(), noise.into());
+    }
     let (kind, options) = split_spec(&task.pruner)?;
     let mut pruner = toml::Table::new();
     pruner.insert("kind".into(), kind.into());
@@ -257,7 +316,10 @@ fn run_task(
         .iter()
         .find(|t| t["attrs"]["baseline"].as_bool() == Some(true));
     let (best_speed, baseline_speed) = if config.sim.model == "physics" {
-        let model = PhysicsQuadruped::new(config.sim.seed, config.sim.noise, false);
+        let (robot_seed, noise) = task
+            .robot
+            .map_or((config.sim.seed, config.sim.noise), |(s, n)| (s as u64, n));
+        let model = PhysicsQuadruped::new(robot_seed, noise, false);
         let steps = config.episode.max_steps;
         (
             best.map(|b| forward_speed(&model, &b["params"], steps))
@@ -269,7 +331,9 @@ fn run_task(
     } else {
         (None, None)
     };
-    let _ = std::fs::remove_file(dir.join(format!("{}.db", task.study_name())));
+    if !task.keep {
+        let _ = std::fs::remove_file(dir.join(format!("{}.db", task.study_name())));
+    }
     Ok(json!({
         "group": task.group,
         "label": task.label(),
@@ -277,6 +341,8 @@ fn run_task(
         "constraints": task.constraints,
         "pruner": task.pruner,
         "seed": task.seed,
+        "robot": task.robot.map(|(seed, noise)| json!({"sim_seed": seed, "noise": noise})),
+        "prior": task.prior,
         "trials": trials_json.len(),
         "complete": complete_n,
         "unsafe": unsafe_n,
@@ -314,13 +380,7 @@ fn main() -> Result<()> {
     for seed in 0..a.seeds {
         for g in &a.groups {
             let mut add = |group, sampler: &str, constraints, pruner: &str| {
-                tasks.push(Task {
-                    group,
-                    sampler: sampler.to_string(),
-                    constraints,
-                    pruner: pruner.to_string(),
-                    seed,
-                })
+                tasks.push(Task::new(group, sampler, constraints, pruner, seed))
             };
             match g.as_str() {
                 "samplers" => {
@@ -337,6 +397,21 @@ fn main() -> Result<()> {
                     for p in PRUNERS {
                         add("pruners", &default_sampler, true, p);
                     }
+                }
+                "warmstart" => {
+                    let sim = Task {
+                        keep: true,
+                        ..Task::new("warmstart", "gp", true, "none", seed)
+                    };
+                    let cold = Task {
+                        robot: Some(REAL_ROBOT),
+                        ..Task::new("warmstart", "gp", true, "none", seed)
+                    };
+                    let warm = Task {
+                        prior: Some(sim.study_name()),
+                        ..cold.clone()
+                    };
+                    tasks.extend([sim, cold, warm]);
                 }
                 _ => unreachable!("checked in parse_args"),
             }
@@ -358,13 +433,7 @@ fn main() -> Result<()> {
         }
         for s in needed {
             if !has(&tasks, &s, "none", seed) {
-                tasks.push(Task {
-                    group: "samplers",
-                    sampler: s,
-                    constraints: true,
-                    pruner: "none".into(),
-                    seed,
-                });
+                tasks.push(Task::new("samplers", &s, true, "none", seed));
             }
         }
     }
@@ -386,6 +455,7 @@ fn main() -> Result<()> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Value>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let finished: Mutex<std::collections::HashSet<String>> = Mutex::default();
     let t0 = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..a.jobs {
@@ -395,8 +465,19 @@ fn main() -> Result<()> {
                     return;
                 }
                 let task = &tasks[i];
+                // A warm start waits for its source study (listed, so taken, before it).
+                while let Some(source) = &task.prior {
+                    if finished.lock().unwrap().contains(source) {
+                        break;
+                    }
+                    if failure.lock().unwrap().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
                 match run_task(&exe, &base, &config, task, a.trials, dir.path()) {
                     Ok(r) => {
+                        finished.lock().unwrap().insert(task.study_name());
                         let mut all = results.lock().unwrap();
                         all.push(r.clone());
                         eprintln!(

@@ -169,6 +169,35 @@ mod problems {
         ]
     }
 
+    /// `GAIT_CAT`: the gait-like problem's categorical `gait` and its values.
+    pub const GAIT_CAT: [(&str, f64); 4] =
+        [("walk", 0.6), ("trot", 0.0), ("pace", 0.9), ("bound", 1.5)];
+    /// `NOISY_SD`: the noise on `noisy_sphere`'s observed values.
+    pub const NOISY_SD: f64 = 1.0;
+
+    /// `gait_unsafe(freq, amp)`.
+    pub fn gait_unsafe(freq: f64, amp: f64) -> bool {
+        amp + 0.4 * freq > 1.5
+    }
+
+    /// `gait_objective(freq, amp, duty, gain, lag, gait)` with `gait` the index of the choice.
+    pub fn gait_objective(freq: f64, amp: f64, duty: f64, gain: f64, lag: i64, gait: usize) -> f64 {
+        let u = gain.log10() - 0.5;
+        let c = GAIT_CAT[gait].1;
+        let f = 4.0 * pw(freq - 2.0, 2.0)
+            + 10.0 * pw(amp - 0.65, 2.0)
+            + 8.0 * pw(duty - 0.55, 2.0)
+            + pw(u, 2.0) * (1.0 + 0.5 * (freq - 2.0).abs())
+            + 0.2 * (lag - 3).abs() as f64 * (1.0 + c)
+            + 0.1 * (lag - 3).pow(2) as f64 * freq
+            + c;
+        if gait_unsafe(freq, amp) {
+            10.0 + 2.0 * f
+        } else {
+            f
+        }
+    }
+
     /// `mixed_objective(x, lr, k1, k2, c)` with `c` the index of the choice.
     pub fn mixed_objective(x: &[f64; 4], lr: f64, k1: i64, k2: i64, c: usize) -> f64 {
         let cat = MIXED_CAT[c].1;
@@ -189,6 +218,9 @@ struct Problem {
     name: String,
     space: SearchSpace,
     eval: Box<dyn Fn(&Params) -> f64 + Send + Sync>,
+    /// Std of the Gaussian noise a study observes on top of `eval` (0: none). A noisy
+    /// problem's figure is the true value of the best observed trial.
+    noise_sd: f64,
 }
 
 fn float(low: f64, high: f64, log: bool) -> Distribution {
@@ -257,6 +289,7 @@ fn suite(d: usize) -> Vec<Problem> {
                 name: c.name.to_string(),
                 space: box_space(d, c.low, c.high),
                 eval: Box::new(move |p| c.eval(&coords(p, &names))),
+                noise_sd: 0.0,
             }
         })
         .collect();
@@ -264,8 +297,64 @@ fn suite(d: usize) -> Vec<Problem> {
         name: "mixed".into(),
         space: mixed_space(),
         eval: Box::new(mixed_eval),
+        noise_sd: 0.0,
+    });
+    let names = x_names(8);
+    let o = problems::shift(8);
+    out.push(Problem {
+        name: "noisy_sphere".into(),
+        space: box_space(8, -5.0, 5.0),
+        eval: Box::new(move |p| problems::sphere(&coords(p, &names), Some(&o))),
+        noise_sd: problems::NOISY_SD,
+    });
+    out.push(Problem {
+        name: "gait_mixed".into(),
+        space: gait_space(),
+        eval: Box::new(gait_eval),
+        noise_sd: 0.0,
     });
     out
+}
+
+/// The gait-like space of common.py: `freq` in [0.5, 3], `amp` in [0, 1], `duty` in
+/// [0.3, 0.8], log-float `gain` in [0.01, 100], int `lag` in [0, 8], categorical `gait`.
+fn gait_space() -> SearchSpace {
+    let p = vec![
+        ("freq".to_string(), float(0.5, 3.0, false)),
+        ("amp".into(), float(0.0, 1.0, false)),
+        ("duty".into(), float(0.3, 0.8, false)),
+        ("gain".into(), float(0.01, 100.0, true)),
+        (
+            "lag".into(),
+            Distribution::Int {
+                low: 0,
+                high: 8,
+                step: 1,
+                log: false,
+            },
+        ),
+        (
+            "gait".into(),
+            Distribution::Categorical {
+                choices: problems::GAIT_CAT
+                    .iter()
+                    .map(|(n, _)| Choice::Text(n.to_string()))
+                    .collect(),
+            },
+        ),
+    ];
+    SearchSpace::new(p).expect("the gait space is valid")
+}
+
+fn gait_eval(p: &Params) -> f64 {
+    problems::gait_objective(
+        p["freq"],
+        p["amp"],
+        p["duty"],
+        p["gain"],
+        p["lag"] as i64,
+        p["gait"] as usize,
+    )
 }
 
 /// A finished trial as the daemon would store it.
@@ -496,11 +585,20 @@ fn cmd_overhead(a: &OverheadArgs) -> Result<()> {
 
 const CHECK: [usize; 3] = [50, 100, 200];
 
-/// One optimisation run: every trial's value, in order.
-fn efficiency_run(problem: &Problem, kind: &str, seed: u64, trials: usize) -> Result<Vec<f64>> {
+/// One optimisation run: every trial's observed value in order, and, on a noisy problem,
+/// the true values too.
+fn efficiency_run(
+    problem: &Problem,
+    kind: &str,
+    seed: u64,
+    trials: usize,
+) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
     let mut sampler = build_sampler(kind, seed)?;
     let mut history: Vec<FrozenTrial> = Vec::with_capacity(trials);
     let mut values = Vec::with_capacity(trials);
+    let mut true_values = Vec::with_capacity(trials);
+    // Its own stream: the noise must not depend on the sampler's draws.
+    let mut noise = sampler::TrialRng::for_trial(seed, u64::MAX, 7);
     for i in 0..trials as u64 {
         let params = ask(
             sampler.as_mut(),
@@ -509,13 +607,31 @@ fn efficiency_run(problem: &Problem, kind: &str, seed: u64, trials: usize) -> Re
             Direction::Minimize,
             i,
         )?;
-        let v = (problem.eval)(&params);
+        let truth = (problem.eval)(&params);
+        let v = truth + problem.noise_sd * noise.normal();
         let trial = frozen(i, TrialState::Complete, params, Some(v), None);
         sampler.tell(&trial);
         history.push(trial);
         values.push(v);
+        true_values.push(truth);
     }
-    Ok(values)
+    Ok((values, (problem.noise_sd > 0.0).then_some(true_values)))
+}
+
+/// The figure at each checkpoint: the best value so far or, with noise, the true value of
+/// the best observed trial so far.
+fn best_at(values: &[f64], true_values: Option<&[f64]>) -> serde_json::Map<String, Value> {
+    CHECK
+        .iter()
+        .filter(|&&c| c <= values.len())
+        .map(|&c| {
+            let best = (0..c)
+                .min_by(|&a, &b| values[a].total_cmp(&values[b]))
+                .expect("c ≥ 1");
+            let figure = true_values.map_or(values[best], |t| t[best]);
+            (c.to_string(), json!(figure))
+        })
+        .collect()
 }
 
 /// Runs `tasks` on `jobs` threads; results in task order.
@@ -588,7 +704,7 @@ fn cmd_efficiency(a: &EfficiencyArgs) -> Result<()> {
     let done = AtomicUsize::new(0);
     let results = parallel(&tasks, a.jobs, |&(p, kind, seed)| {
         let t0 = Instant::now();
-        let values = efficiency_run(p, kind, seed, a.trials)?;
+        let (values, true_values) = efficiency_run(p, kind, seed, a.trials)?;
         let wall = t0.elapsed().as_secs_f64();
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 50 == 0 || n == tasks.len() {
@@ -598,23 +714,14 @@ fn cmd_efficiency(a: &EfficiencyArgs) -> Result<()> {
                 t_all.elapsed().as_secs_f64()
             );
         }
-        let mut best = f64::INFINITY;
-        let best_so_far: Vec<f64> = values
-            .iter()
-            .map(|&v| {
-                best = best.min(v);
-                best
-            })
-            .collect();
-        let best_at: serde_json::Map<String, Value> = CHECK
-            .iter()
-            .filter(|&&c| c <= values.len())
-            .map(|&c| (c.to_string(), json!(best_so_far[c - 1])))
-            .collect();
-        Ok(json!({
+        let mut run = json!({
             "problem": p.name, "sampler": kind, "seed": seed, "wall_s": wall,
-            "best_at": best_at, "values": values,
-        }))
+            "best_at": best_at(&values, true_values.as_deref()), "values": values,
+        });
+        if let Some(t) = true_values {
+            run["true_values"] = json!(t);
+        }
+        Ok(run)
     })?;
     let out = json!({
         "meta": meta("efficiency", json!({
@@ -684,10 +791,49 @@ fn cmd_problems(out: &Path) -> Result<()> {
             "value": mixed_eval(&p),
         }));
     }
+    let mut rng = sampler::TrialRng::from_seed(98);
+    let mut gait = vec![gait_optimum()];
+    for _ in 0..60 {
+        let mut p = Params::new();
+        p.insert("freq".into(), rng.uniform(0.5, 3.0));
+        p.insert("amp".into(), rng.uniform(0.0, 1.0));
+        p.insert("duty".into(), rng.uniform(0.3, 0.8));
+        p.insert("gain".into(), 10f64.powf(rng.uniform(-2.0, 2.0)));
+        p.insert("lag".into(), rng.below(9) as f64);
+        p.insert("gait".into(), rng.below(4) as f64);
+        gait_space()
+            .check_params(&p)
+            .map_err(|e| anyhow!("gait check point outside its space: {e}"))?;
+        gait.push(p);
+    }
+    for p in gait {
+        rows.push(json!({
+            "problem": "gait_mixed",
+            "freq": p["freq"], "amp": p["amp"], "duty": p["duty"], "gain": p["gain"],
+            "lag": p["lag"] as i64, "gait": problems::GAIT_CAT[p["gait"] as usize].0,
+            "value": gait_eval(&p),
+        }));
+    }
     write_json(
         out,
         &json!({"meta": meta("problems", json!({})), "rows": rows}),
     )
+}
+
+/// `gait_mixed`'s optimum (value 0).
+fn gait_optimum() -> Params {
+    let mut p = Params::new();
+    for (k, v) in [
+        ("freq", 2.0),
+        ("amp", 0.65),
+        ("duty", 0.55),
+        ("gain", 10f64.powf(0.5)),
+        ("lag", 3.0),
+        ("gait", 1.0),
+    ] {
+        p.insert(k.into(), v);
+    }
+    p
 }
 
 // ----------------------------------------------------------------------------- self-check
@@ -731,9 +877,17 @@ fn self_check() -> Result<()> {
     if !close(mixed_eval(&opt), 0.0) {
         bail!("mixed is {} at its optimum, expected 0", mixed_eval(&opt));
     }
+    let opt = gait_optimum();
+    gait_space().check_params(&opt)?;
+    if !close(gait_eval(&opt), 0.0) {
+        bail!(
+            "gait_mixed is {} at its optimum, expected 0",
+            gait_eval(&opt)
+        );
+    }
     for p in suite(8) {
         for kind in sampler::KINDS {
-            let values = efficiency_run(&p, kind, 1, 30)?;
+            let (values, _) = efficiency_run(&p, kind, 1, 30)?;
             if values.iter().any(|v| !v.is_finite()) {
                 bail!("{kind} on {}: a non-finite objective value", p.name);
             }

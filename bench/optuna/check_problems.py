@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from common import ST_FSTAR_PER_DIM, continuous_problems, mixed_objective
+from common import ST_FSTAR_PER_DIM, continuous_problems, gait_objective, mixed_objective
 
 
 def ulps(a, b):
@@ -28,6 +28,8 @@ def main():
     for r in rows:
         if r["problem"] == "mixed":
             want = mixed_objective(r["x"], r["lr"], r["k1"], r["k2"], r["c"])
+        elif r["problem"] == "gait_mixed":
+            want = gait_objective(r["freq"], r["amp"], r["duty"], r["gain"], r["lag"], r["gait"])
         else:
             f, _, _, f_star = continuous_problems(r["d"])[r["problem"]]
             if "f_star" in r:

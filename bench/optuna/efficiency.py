@@ -1,5 +1,6 @@
 """Optuna's sample efficiency: every trial's value for N trials (best-so-far read at
-50/100/200), seeds 0..S-1, minimise, on the shared problem suite (common.py).
+50/100/200), seeds 0..S-1, minimise, on the shared problem suite (common.py) and our own
+noisy_sphere (figure: the true value of the best observed trial) and gait_mixed.
 
 Adapted from ../shared/reference/optuna-5.0/scripts/bench_efficiency.py (same objective
 wiring: suggest_float x0..x{D-1} in the problem's box; mixed_space_suggest for `mixed`).
@@ -17,7 +18,8 @@ import cmaes
 import numpy as np
 import optuna
 
-from common import continuous_problems, mixed_objective, mixed_space_suggest
+from common import (NOISY_SD, OWN_PROBLEMS, continuous_problems, gait_objective, gait_space_suggest,
+                    mixed_objective, mixed_space_suggest, noisy_sphere_true)
 from samplers import DESCRIPTION, SAMPLERS, parse_names
 
 CHECK = (50, 100, 200)
@@ -27,9 +29,20 @@ def task(args):
     prob, sname, seed, d, n = args
     t0 = time.perf_counter()
     study = optuna.create_study(sampler=SAMPLERS[sname](seed), direction="minimize")
+    true_values = []
     if prob == "mixed":
         def obj(trial):
             return mixed_objective(*mixed_space_suggest(trial))
+    elif prob == "gait_mixed":
+        def obj(trial):
+            return gait_objective(*gait_space_suggest(trial))
+    elif prob == "noisy_sphere":
+        noise = np.random.default_rng([seed, 7])
+
+        def obj(trial):
+            true = noisy_sphere_true([trial.suggest_float(f"x{i}", -5.0, 5.0) for i in range(8)])
+            true_values.append(true)
+            return true + NOISY_SD * float(noise.normal())
     else:
         f, lo, hi, _ = continuous_problems(d)[prob]
 
@@ -37,7 +50,21 @@ def task(args):
             return f([trial.suggest_float(f"x{i}", lo, hi) for i in range(d)])
     study.optimize(obj, n_trials=n)
     vals = [t.value for t in study.trials]
-    return prob, sname, seed, vals, time.perf_counter() - t0
+    return prob, sname, seed, vals, true_values or None, time.perf_counter() - t0
+
+
+def best_at(values, true_values):
+    """Best value after each checkpoint; with noise, the true value of the best observed."""
+    out = {}
+    for c in CHECK:
+        if c > len(values):
+            continue
+        if true_values is None:
+            out[str(c)] = float(min(values[:c]))
+        else:
+            i = int(np.argmin(values[:c]))
+            out[str(c)] = float(true_values[i])
+    return out
 
 
 def main():
@@ -53,7 +80,7 @@ def main():
                     help="seeds for gp (Optuna's GPSampler takes 0.1-1 s per trial), stated in the output")
     a = ap.parse_args()
     names = parse_names(a.samplers)
-    known = list(continuous_problems(a.dim)) + ["mixed"]
+    known = list(continuous_problems(a.dim)) + ["mixed"] + OWN_PROBLEMS
     probs = known if a.problems == "all" else [p for p in a.problems.split(",") if p]
     unknown = [p for p in probs if p not in known]
     if unknown:
@@ -70,11 +97,12 @@ def main():
            "runs": []}
     t_all = time.perf_counter()
     with mp.Pool(a.workers) as pool:
-        for i, (p, s, seed, vals, wall) in enumerate(pool.imap_unordered(task, tasks), 1):
-            best = np.minimum.accumulate(np.array(vals))
-            res["runs"].append({"problem": p, "sampler": s, "seed": seed, "wall_s": wall,
-                                "best_at": {str(c): float(best[c - 1]) for c in CHECK if c <= len(vals)},
-                                "values": [float(v) for v in vals]})
+        for i, (p, s, seed, vals, true_vals, wall) in enumerate(pool.imap_unordered(task, tasks), 1):
+            run = {"problem": p, "sampler": s, "seed": seed, "wall_s": wall,
+                   "best_at": best_at(vals, true_vals), "values": [float(v) for v in vals]}
+            if true_vals is not None:
+                run["true_values"] = true_vals
+            res["runs"].append(run)
             if i % 50 == 0 or i == len(tasks):
                 print(f"optuna efficiency {i}/{len(tasks)} runs ({time.perf_counter() - t_all:.1f}s)",
                       file=sys.stderr, flush=True)

@@ -425,3 +425,49 @@ fn a_prior_from_a_shifted_source_study_reaches_the_target_in_fewer_trials() {
         .unwrap_err();
     assert!(e.to_string().contains("prior"), "{e}");
 }
+
+#[test]
+fn unsafe_trials_count_as_the_worst_complete_value_for_the_objective_model() {
+    let space = space2();
+    let at = |x: f64, y: f64| Params::from([("x".to_string(), x), ("y".to_string(), y)]);
+    let unsafe_at = |n, x, y| {
+        let mut t = FrozenTrial::new(n, TrialState::Pruned, at(x, y), None);
+        t.prune_reason = Some("unsafe".into());
+        t
+    };
+    let request = |history: &[FrozenTrial]| {
+        let enc = Encoding::new(&space);
+        Observations::read(
+            &enc,
+            &SampleRequest {
+                space: &space,
+                history,
+                direction: Direction::Minimize,
+                trial_number: history.len() as u64,
+            },
+        )
+    };
+    // An unsafe trial before any COMPLETE one: no worst value yet, left out.
+    let history = vec![unsafe_at(0, 1.0, 1.0)];
+    let o = request(&history);
+    assert!(o.values.is_empty() && o.numbers.is_empty() && o.x.is_empty());
+    assert_eq!(o.n_unsafe(), 1);
+    // Then valued as the worst COMPLETE trial (minimised: the largest value), in order.
+    let mut history = history;
+    history.push(FrozenTrial::new(
+        1,
+        TrialState::Complete,
+        at(-1.0, 0.0),
+        Some(2.0),
+    ));
+    history.push(FrozenTrial::new(
+        2,
+        TrialState::Complete,
+        at(-2.0, 1.0),
+        Some(5.0),
+    ));
+    let o = request(&history);
+    assert_eq!(o.numbers, vec![0, 1, 2]);
+    assert_eq!(o.values, vec![-5.0, -2.0, -5.0]);
+    assert_eq!(o.x.len(), 3 * 2);
+}

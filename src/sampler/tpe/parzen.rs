@@ -279,9 +279,32 @@ pub(crate) struct ParzenParams {
     pub consider_endpoints: bool,
     /// Floor the bandwidths at `(high − low) / min(100, m + 1)`.
     pub magic_clip: bool,
-    /// `m` of the floor: `None` = this estimator's kernel count, prior included (Optuna's
-    /// `n + 1`); `Some(m)` = a count given by the caller, never below the kernel count.
-    pub floor_count: Option<usize>,
+    /// What `m` of the floor counts.
+    pub floor_count: FloorCount,
+}
+
+/// `m` of the bandwidth floor `σ ≥ width / min(100, m + 1)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloorCount {
+    /// This estimator's kernel count, prior included (Optuna's `n + 1`).
+    Kernels,
+    /// A count given by the caller, never below the kernel count.
+    Count(usize),
+    /// The geometric mean of the kernel count and a count given by the caller (never below
+    /// the kernel count): sharpens as evidence grows, half as fast (in log terms) as
+    /// [`FloorCount::Count`].
+    GeometricMean(usize),
+}
+
+impl FloorCount {
+    /// The same rule over another count.
+    pub fn recount(self, count: usize) -> FloorCount {
+        match self {
+            FloorCount::Kernels => FloorCount::Kernels,
+            FloorCount::Count(_) => FloorCount::Count(count),
+            FloorCount::GeometricMean(_) => FloorCount::GeometricMean(count),
+        }
+    }
 }
 
 impl ParzenParams {
@@ -289,8 +312,12 @@ impl ParzenParams {
     /// estimator of `kernels` kernels (prior included).
     pub fn min_sigma(&self, width: f64, kernels: usize) -> f64 {
         if self.magic_clip {
-            let m = self.floor_count.map_or(kernels, |m| m.max(kernels));
-            width / (100.0f64).min(1.0 + m as f64)
+            let m = match self.floor_count {
+                FloorCount::Kernels => kernels as f64,
+                FloorCount::Count(n) => n.max(kernels) as f64,
+                FloorCount::GeometricMean(n) => ((n.max(kernels) * kernels) as f64).sqrt(),
+            };
+            width / (100.0f64).min(1.0 + m)
         } else {
             1e-12
         }

@@ -288,7 +288,7 @@ impl SlotParzen {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parzen::Parzen;
+    use super::super::parzen::{FloorCount, Parzen};
     use super::*;
     use crate::sampler::TrialRng;
     use crate::space::Distribution;
@@ -389,7 +389,7 @@ mod tests {
                     prior_weight: 1.0,
                     consider_endpoints,
                     magic_clip: true,
-                    floor_count: Some(member.len()),
+                    floor_count: FloorCount::Count(member.len()),
                 };
                 kept.update(&slots, &dims, &dim_index, params);
                 let mut reference = fresh(&dims, &dim_index, &slots, params);

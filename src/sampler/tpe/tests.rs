@@ -1,4 +1,4 @@
-use super::parzen::{Dim, Parzen, ParzenParams};
+use super::parzen::{Dim, FloorCount, Parzen, ParzenParams};
 use super::*;
 use crate::sampler::RandomSampler;
 use crate::space::{Choice, Distribution};
@@ -7,7 +7,7 @@ const PARAMS: ParzenParams = ParzenParams {
     prior_weight: 1.0,
     consider_endpoints: false,
     magic_clip: true,
-    floor_count: None,
+    floor_count: FloorCount::Kernels,
 };
 
 fn float(low: f64, high: f64) -> Distribution {
@@ -126,7 +126,7 @@ fn magic_clip_and_ramp_weights_follow_optuna() {
         &dims,
         &obs,
         ParzenParams {
-            floor_count: Some(60),
+            floor_count: FloorCount::Count(60),
             ..PARAMS
         },
     );
@@ -135,10 +135,19 @@ fn magic_clip_and_ramp_weights_follow_optuna() {
     }
     // A count below the estimator's own kernel count never loosens Optuna's floor.
     let few = ParzenParams {
-        floor_count: Some(2),
+        floor_count: FloorCount::Count(2),
         ..PARAMS
     };
     assert_eq!(few.min_sigma(1.0, 6), PARAMS.min_sigma(1.0, 6));
+    // The default ("geometric"): m = √(count · kernels), between the two, never looser
+    // than Optuna's.
+    let geometric = |n| ParzenParams {
+        floor_count: FloorCount::GeometricMean(n),
+        ..PARAMS
+    };
+    assert!((geometric(60).min_sigma(1.0, 6) - 1.0 / (1.0 + 360f64.sqrt())).abs() < 1e-15);
+    assert_eq!(geometric(2).min_sigma(1.0, 6), PARAMS.min_sigma(1.0, 6));
+    assert_eq!(geometric(10_000).min_sigma(1.0, 6), 1.0 / 100.0);
     // np.linspace(1/30, 1, 5) for the oldest 5 of 30, then 25 ones.
     let w: Vec<f64> = (0..30).map(|i| default_weight(30, i)).collect();
     let want = [
