@@ -452,6 +452,8 @@ struct Observations {
     c_numbers: Vec<u64>,
     c_x: Vec<f64>,
     c_violation: Vec<Option<f64>>,
+    /// Indexes into `values` of the unsafe trials valued as the worst COMPLETE one.
+    imputed: Vec<usize>,
     /// RUNNING trials' coordinates.
     running: Vec<f64>,
     /// Finished (COMPLETE or PRUNED) trials, whatever their parameters.
@@ -470,7 +472,6 @@ impl Observations {
             -1.0
         };
         let mut row = Vec::with_capacity(enc.d());
-        let mut imputed = Vec::new();
         for t in request.history {
             if t.number == request.trial_number {
                 continue;
@@ -500,7 +501,7 @@ impl Observations {
                     o.c_violation.push(t.is_unsafe().then(|| violation(t)));
                     if t.is_unsafe() {
                         // Valued below, once the worst COMPLETE value is known.
-                        imputed.push(o.values.len());
+                        o.imputed.push(o.values.len());
                         o.numbers.push(t.number);
                         o.x.extend_from_slice(&row);
                         o.values.push(f64::NAN);
@@ -521,17 +522,33 @@ impl Observations {
             .filter(|v| !v.is_nan())
             .fold(f64::INFINITY, f64::min);
         if worst.is_finite() {
-            for &i in &imputed {
+            for &i in &o.imputed {
                 o.values[i] = worst;
             }
         } else {
-            for &i in imputed.iter().rev() {
+            for &i in o.imputed.iter().rev() {
                 o.numbers.remove(i);
                 o.x.drain(i * o.d..(i + 1) * o.d);
                 o.values.remove(i);
             }
+            o.imputed.clear();
         }
         o
+    }
+
+    /// Index into `values` of the best COMPLETE trial (the first of equals); an unsafe
+    /// trial valued as the worst is never it. Needs a COMPLETE trial.
+    fn best_complete(&self) -> usize {
+        (0..self.values.len())
+            .filter(|i| !self.imputed.contains(i))
+            .reduce(|b, i| {
+                if self.values[i] > self.values[b] {
+                    i
+                } else {
+                    b
+                }
+            })
+            .expect("a COMPLETE trial")
     }
 
     fn n_unsafe(&self) -> usize {
@@ -709,8 +726,7 @@ impl Sampler for GpSampler {
                 self.options.deterministic_objective,
                 None,
             );
-            let bi =
-                (0..o.values.len()).fold(0, |b, i| if o.values[i] > o.values[b] { i } else { b });
+            let bi = o.best_complete();
             f0 = match &prior {
                 None => y[bi],
                 Some(p) => {

@@ -470,4 +470,11 @@ fn unsafe_trials_count_as_the_worst_complete_value_for_the_objective_model() {
     assert_eq!(o.numbers, vec![0, 1, 2]);
     assert_eq!(o.values, vec![-5.0, -2.0, -5.0]);
     assert_eq!(o.x.len(), 3 * 2);
+    assert_eq!(o.best_complete(), 1);
+    // All COMPLETE values equal: the unsafe trial ties with them and comes first, yet the
+    // best (the local search's start) is a COMPLETE trial.
+    history[2].value = Some(2.0);
+    let o = request(&history);
+    assert_eq!(o.values, vec![-2.0, -2.0, -2.0]);
+    assert_eq!(o.best_complete(), 1);
 }
