@@ -60,10 +60,23 @@ impl Port {
                 )
             })?,
         };
-        Ok(Port {
+        let port = Port {
             io,
             _claim: Arc::new(claim),
-        })
+        };
+        port.set_nonblocking()?;
+        Ok(port)
+    }
+
+    /// Non-blocking I/O on the descriptor (shared by every clone): a write the line cannot
+    /// take waits at most [`WRITE_TIMEOUT`] instead of for ever (`serialport` clears the
+    /// flag after opening; a raw tty never had it).
+    fn set_nonblocking(&self) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fd = self.fd().as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(())
     }
 
     fn open_raw_tty(device: &str) -> io::Result<(Io, Claim)> {
@@ -128,7 +141,11 @@ impl Port {
     /// came.
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.wait_for(nix::poll::PollFlags::POLLIN, READ_POLL)?;
-        Ok(nix::unistd::read(self.fd().as_raw_fd(), buf)?)
+        match nix::unistd::read(self.fd().as_raw_fd(), buf) {
+            Ok(n) => Ok(n),
+            Err(nix::errno::Errno::EAGAIN) => Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -269,6 +286,24 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_write_the_line_never_takes_times_out_instead_of_blocking() {
+        // Nobody reads the other end: the pty's buffer fills, then writes must fail with
+        // TimedOut (an EStop behind them must not wait for ever on the writer's lock).
+        let (_pair, device) = pty();
+        let mut port = Port::open(&device, 115_200).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let chunk = [0x55u8; 4096];
+            let result = (0..10_000).find_map(|_| port.write_all(&chunk).err());
+            let _ = tx.send(result.map(|e| e.kind()));
+        });
+        let kind = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a write blocked with the line full");
+        assert_eq!(kind, Some(io::ErrorKind::TimedOut));
     }
 
     #[test]
