@@ -662,9 +662,11 @@ impl Study {
     ) -> Result<(), StudyError> {
         match violation {
             Some(v) => {
-                self.set_attr(number, UNSAFE_ATTR, v.to_attr())?;
+                // The verdict first: refused for an unfinished trial, which must not keep an
+                // `unsafe` attribute it would finish with.
                 self.storage
                     .set_verdict(self.id, number, TrialState::Pruned, UNSAFE_REASON)?;
+                self.set_attr(number, UNSAFE_ATTR, v.to_attr())?;
             }
             None => self
                 .storage
@@ -804,6 +806,27 @@ mod tests {
             space,
             Box::new(RandomSampler::new(7)),
         )
+    }
+
+    #[test]
+    fn an_unsafe_verdict_refused_for_a_running_trial_leaves_no_trace() {
+        for store in stores() {
+            let mut st = open(&store, Direction::Minimize, space()).unwrap();
+            let t = st.ask().unwrap();
+            let v = ConstraintViolation::new("operator", 1.0, 0.0);
+            assert!(st.judge(t.number, Some(&v), "scraped a leg").is_err());
+            let running = st.trial(t.number).unwrap();
+            assert_eq!(running.state, TrialState::Running);
+            assert!(
+                !running.attrs.contains_key(UNSAFE_ATTR),
+                "{:?}",
+                running.attrs
+            );
+            st.tell(t.number, 1.0).unwrap();
+            st.judge(t.number, Some(&v), "scraped a leg").unwrap();
+            assert!(st.trial(t.number).unwrap().is_unsafe());
+            assert!(st.trial(t.number).unwrap().attrs.contains_key(UNSAFE_ATTR));
+        }
     }
 
     #[test]
