@@ -499,11 +499,7 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let lines: Vec<&str> = text.lines().collect();
-    let header = |l: &str| -> Option<String> {
-        let t = l.trim();
-        (t.starts_with('[') && t.ends_with(']'))
-            .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
-    };
+    let header = table_header;
     let this = lines.get(line_no - 1).copied().unwrap_or("");
     let key = match header(this) {
         Some(table) => table,
@@ -530,14 +526,21 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The table a `[table]` (or `[[table]]`) header line names, a trailing comment allowed.
+fn table_header(line: &str) -> Option<String> {
+    let t = line.split_once('#').map_or(line, |(head, _)| head).trim();
+    (t.starts_with('[') && t.ends_with(']'))
+        .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+}
+
 /// The line of `key =` in table `[table]` of `text` (of the table's header if `key` is
 /// `None`), 1-based.
 fn key_line(text: &str, table: &str, key: Option<&str>) -> Option<usize> {
     let mut in_table = false;
     for (i, l) in text.lines().enumerate() {
         let t = l.trim();
-        if t.starts_with('[') {
-            in_table = t.trim_matches(|c| c == '[' || c == ']').trim() == table;
+        if let Some(name) = table_header(l) {
+            in_table = name == table;
             if in_table && key.is_none() {
                 return Some(i + 1);
             }
@@ -727,6 +730,17 @@ high = 3.0
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("episode.max_steps (line 7)"), "{e}");
         assert!(e.contains("an integer from 0 to 4294967295"), "{e}");
+    }
+
+    #[test]
+    fn a_comment_after_a_table_header_does_not_hide_the_table() {
+        let text = GOOD.replace("[space", "[episode]   # limits\nmax_steps = -3\n[space");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("episode.max_steps (line 7)"), "{e}");
+        let sim = "[sim]  # the simulated robot\nnoise = -1.0\n";
+        let e = parse(&format!("{GOOD}{sim}")).unwrap_err().to_string();
+        let line = GOOD.lines().count() + 2;
+        assert!(e.contains(&format!("sim.noise (line {line})")), "{e}");
     }
 
     #[test]
