@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
-use crate::robot::{Applied, RobotInfo};
+use crate::robot::{Applied, ParamDecl, RobotInfo};
 use crate::space::{Distribution, Params, SearchSpace};
 
 /// A number that travelled as an `f32` (the firmware's limits and defaults) as the shortest
@@ -39,9 +39,7 @@ pub fn check_space_against_firmware(
             );
         };
         let (low, high) = space.firmware_range(name);
-        // The firmware's limits travel as f32: allow for that rounding.
-        let slack = |x: f64| 1e-6 * x.abs().max(1.0);
-        if low < decl.min - slack(decl.min) || high > decl.max + slack(decl.max) {
+        if !within_declared(decl, low, high) {
             bail!(
                 "{}: space.{name} = [{low}, {high}] leaves the robot's declared limits [{}, {}] for '{name}'; narrow the range to fit inside them",
                 config.path.display(),
@@ -51,6 +49,14 @@ pub fn check_space_against_firmware(
         }
     }
     Ok(())
+}
+
+/// Whether `[low, high]` lies inside the robot's declared limits for the parameter. The
+/// limits travel as f32: a value at a limit written in decimal (0.1) is allowed for that
+/// rounding.
+pub fn within_declared(decl: &ParamDecl, low: f64, high: f64) -> bool {
+    let slack = |x: f64| 1e-6 * x.abs().max(1.0);
+    low >= decl.min - slack(decl.min) && high <= decl.max + slack(decl.max)
 }
 
 /// The firmware's default parameter set, expressed in the search space (for the baseline
@@ -142,7 +148,6 @@ fn internal_of(dist: &Distribution, firmware: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::robot::ParamDecl;
 
     fn info() -> RobotInfo {
         let decl = |name: &str, min: f64, max: f64, default: f64| ParamDecl {
@@ -184,6 +189,22 @@ mod tests {
             choices = [0, 1, 2]
         "#;
         SearchSpace::from_toml(&toml::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_limit_written_in_decimal_is_within_its_own_f32_declaration() {
+        // The robot declares [0.1, 0.3] as f32: 0.10000000149…, 0.30000001192…
+        let decl = ParamDecl {
+            name: "duty".into(),
+            min: f64::from(0.1f32),
+            max: f64::from(0.3f32),
+            default: f64::from(0.2f32),
+        };
+        assert!(decl.min > 0.1, "the premise: rounding moved the limit");
+        assert!(within_declared(&decl, 0.1, 0.1));
+        assert!(within_declared(&decl, 0.1, 0.3));
+        assert!(!within_declared(&decl, 0.09, 0.2));
+        assert!(!within_declared(&decl, 0.2, 0.31));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use super::firmware::{f32_text, within_declared};
 use super::worker::StudyHandle;
 use crate::config::Config;
 use crate::control::commands::{Operator, StudyActions};
@@ -199,10 +200,11 @@ impl StudyActions for DaemonActions {
         for (name, &x) in &internal {
             let value = self.space.firmware_value(name, x);
             if let Some(decl) = self.info.params.iter().find(|p| &p.name == name) {
-                if value < decl.min || value > decl.max {
+                if !within_declared(decl, value, value) {
                     return Err(format!(
                         "not enqueued: {name} = {value} leaves the robot's declared limits [{}, {}]",
-                        decl.min, decl.max
+                        f32_text(decl.min),
+                        f32_text(decl.max)
                     ));
                 }
             }
