@@ -375,10 +375,8 @@ fn children_of(pid: u32) -> Vec<i32> {
 fn a_robot_switched_off_during_a_pause_is_reconnected_on_resume() {
     let w = Workdir::new();
     let socket = w.path("ctl.sock");
-    let text = sim_config(&w.storage_url(), &w.event_log(), 3, 100, 2.0).replace(
-        "device = \"sim\"",
-        "device = \"sim\"\nsilence_timeout_ms = 400",
-    );
+    // The default silence timeout (2 s): longer than each of the pause's listening spans.
+    let text = sim_config(&w.storage_url(), &w.event_log(), 3, 100, 2.0);
     let config = w.write_config(&text);
     let child = spawn_with_control(&w, &config, &socket);
     wait_until_socket(&socket);
@@ -393,7 +391,7 @@ fn a_robot_switched_off_during_a_pause_is_reconnected_on_resume() {
     let robot = nix::unistd::Pid::from_raw(robot[0]);
     // "Switched off": silent for well past the silence timeout and its watchdog.
     nix::sys::signal::kill(robot, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500));
     nix::sys::signal::kill(robot, nix::sys::signal::Signal::SIGCONT).unwrap();
     ctl_ok(&socket, &["resume"]);
     let stdout = finished_ok(child);

@@ -369,6 +369,8 @@ pub struct RobotLink {
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     bad_frames: u64,
     guard: GuardSlot,
+    /// When the last valid frame arrived (the link's opening before the first).
+    last_frame_at: tokio::time::Instant,
 }
 
 impl RobotLink {
@@ -430,6 +432,7 @@ impl RobotLink {
             stop_reader,
             heartbeat: None,
             bad_frames: 0,
+            last_frame_at: tokio::time::Instant::now(),
             guard,
         })
     }
@@ -998,11 +1001,12 @@ impl RobotLink {
 
     /// Takes in what the robot says for `span` while the host waits between episodes (for the
     /// operator's go, a release, a resume), keeping its state current. Fails with
-    /// [`LinkError::Silent`] when no frame came for the silence timeout. Cancel-safe.
+    /// [`LinkError::Silent`] when no frame came for the silence timeout, counted from the
+    /// last frame (so short calls in a loop notice it too). Cancel-safe.
     pub async fn listen(&mut self, span: Duration) -> Result<(), LinkError> {
         let until = tokio::time::Instant::now() + span;
         loop {
-            let silence = tokio::time::Instant::now() + self.settings.silence_timeout;
+            let silence = self.last_frame_at + self.settings.silence_timeout;
             match self.recv_until(silence.min(until)).await? {
                 Some(frame) => self.absorb(frame),
                 None if silence <= until => return Err(self.silent()),
@@ -1230,7 +1234,10 @@ impl RobotLink {
                     self.bad_frames += 1;
                     tracing::debug!("{}: dropped a corrupted frame ({err:?})", self.device);
                 }
-                Ok(Some(Incoming::Frame(frame))) => return Ok(Some(frame)),
+                Ok(Some(Incoming::Frame(frame))) => {
+                    self.last_frame_at = tokio::time::Instant::now();
+                    return Ok(Some(frame));
+                }
             }
         }
     }
