@@ -104,9 +104,11 @@ impl Gp {
         let d = self.d;
         let mut k_row = Vec::new();
         self.linv = None;
-        for p in rows.chunks(d) {
+        for (i, p) in rows.chunks(d).enumerate() {
             self.x.extend_from_slice(p);
             if !self.push_row(self.n(), &mut k_row) {
+                // The rebuild covers every point in `x`: the rest go in first.
+                self.x.extend_from_slice(&rows[(i + 1) * d..]);
                 self.refactor_with_more_noise();
                 return;
             }
@@ -322,6 +324,23 @@ mod tests {
         let y: Vec<f64> = (0..n).map(|_| r.normal()).collect();
         g.set_y(&y);
         g
+    }
+
+    #[test]
+    fn a_singular_point_keeps_every_point_after_it() {
+        let h = Hyper {
+            inv_sq_ls: vec![1.0, 1.0],
+            scale: 1.0,
+            noise: 0.0,
+        };
+        let mut g = Gp::empty(2, vec![false, false], h);
+        // The second point repeats the first: without noise the matrix is singular there.
+        g.extend(&[0.2, 0.3, 0.2, 0.3, 0.9, 0.1, 0.5, 0.5]);
+        assert_eq!(g.n(), 4);
+        assert!(g.noise > 0.0);
+        g.set_y(&[1.0, 1.0, -1.0, 0.0]);
+        let (mean, _) = g.posterior(&[0.9, 0.1], &mut Scratch::default());
+        assert!((mean + 1.0).abs() < 0.1, "{mean}");
     }
 
     #[test]
