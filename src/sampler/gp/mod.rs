@@ -236,7 +236,9 @@ impl ModelCache {
                 self.gp = None;
             }
             self.n_fit = n;
-        } else if self.hyper.is_none() || wrong_size || due || !prefix {
+        } else if self.hyper.is_none() || wrong_size || due {
+            // A broken prefix (a trial finished out of order, a verdict took one out) only
+            // needs the factor rebuilt, below; the refit keeps its schedule.
             let start = if wrong_size {
                 None
             } else {
@@ -661,15 +663,15 @@ impl Sampler for GpSampler {
         let o = Observations::read(&enc, request);
         let safe_mode = self.options.safe_exploration;
         let has_safe = o.c_violation.iter().any(|v| v.is_none());
+        // The prior only applies to the space it was built for.
+        let prior = self.prior.clone().filter(|p| &p.space == space);
         let use_model = if safe_mode {
             has_safe
         } else {
-            self.prior.is_some()
+            prior.is_some()
                 || (o.n_finished >= self.options.n_startup_trials
                     && (!o.values.is_empty() || o.n_unsafe() > 0))
         };
-        // The prior only applies to the space it was built for.
-        let prior = self.prior.clone().filter(|p| &p.space == space);
         if !use_model {
             return self.startup(request);
         }

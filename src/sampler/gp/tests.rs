@@ -478,3 +478,26 @@ fn unsafe_trials_count_as_the_worst_complete_value_for_the_objective_model() {
     assert_eq!(o.values, vec![-2.0, -2.0, -2.0]);
     assert_eq!(o.best_complete(), 1);
 }
+
+#[test]
+fn a_prior_for_another_space_leaves_the_start_up_as_it_was() {
+    let source_space = space2();
+    let source = run(&mut RandomSampler::new(3), &source_space, 12, |p| {
+        Ok(quadratic(p))
+    });
+    let other = SearchSpace::new(["a", "b"].map(|n| (n.to_string(), float(0.0, 1.0)))).unwrap();
+    let mut warm = GpSampler::with_options(5, quick())
+        .unwrap()
+        .with_prior(&source, &source_space, Direction::Minimize)
+        .unwrap();
+    let mut cold = GpSampler::with_options(5, quick()).unwrap();
+    let first = |s: &mut GpSampler| {
+        s.sample(&SampleRequest {
+            space: &other,
+            history: &[],
+            direction: Direction::Minimize,
+            trial_number: 0,
+        })
+    };
+    assert_eq!(first(&mut warm), first(&mut cold));
+}
