@@ -6,7 +6,7 @@
 //! - *Model* ([`model`], [`kernel`]): a GP with a Matérn-5/2 ARD kernel over the
 //!   [0, 1]-normalised space ([`encode`]: log parameters in log space, ints and steps on
 //!   their grid widened by half a step, categoricals by Hamming distance), fitted to the
-//!   COMPLETE trials' values standardised (mean 0, standard deviation 1; infinities clipped
+//!   COMPLETE trials' values (and the unsafe ones', below) standardised (mean 0, standard deviation 1; infinities clipped
 //!   to the finite range; minimised objectives negated), a kernel scale and a noise
 //!   variance (≥ 1e-6) fitted with Optuna's priors by maximising the log marginal
 //!   likelihood ([`fit`]: L-BFGS on the log-parameters, analytic gradient, warm-started from
@@ -71,7 +71,8 @@
 //! safety stops (unsafe trials are PRUNED with a violation and no value); start-up counts
 //! finished trials (COMPLETE or PRUNED, as our TPE) where Optuna counts COMPLETE ones;
 //! hyperparameters refitted on the `refit_growth` schedule instead of every trial; long
-//! int grids searched by doubling steps instead of Brent's method.
+//! int grids searched by doubling steps instead of Brent's method; unsafe trials in the
+//! objective model at the worst COMPLETE value.
 
 mod acqf;
 mod chol;
@@ -103,7 +104,7 @@ use model::{Gp, Scratch};
 #[serde(deny_unknown_fields, default)]
 pub struct GpOptions {
     /// Finished (COMPLETE or PRUNED) trials drawn by the start-up sampler before the GP is
-    /// used (Optuna: 10). Ignored with `safe_exploration`.
+    /// used (Optuna: 10). Ignored with `safe_exploration` or a `prior` (for this space).
     pub n_startup_trials: usize,
     /// How start-up trials are drawn: `"random"` (Optuna's) or `"qmc"` (scrambled Sobol).
     pub startup: Startup,

@@ -43,7 +43,8 @@
 //!   200 trials): significantly better than Optuna's TPE on 9 of 11 problems (the reference
 //!   nine, a noisy sphere and a gait-like mixed space), worse on none. `"trials"` (`m` = the
 //!   settled observations, our previous default) sharpens faster and won more on the
-//!   ill-conditioned ellipsoids but fell behind on noise and on mixed spaces; `"kernels"`
+//!   ill-conditioned ellipsoids but not on Rosenbrock or the mixed space, and had the worst
+//!   median on the noisy sphere (not significantly); `"kernels"`
 //!   restores Optuna's rule and its results. Trials pruned as poor do not count:
 //!   a curve stopped at step 5 is weak evidence, and counting them sharpened TPE too early
 //!   under aggressive pruners (learning-curve benchmark, 10 seeds, true final value of the
@@ -111,7 +112,7 @@ pub struct TpeOptions {
     /// trials pruned as poor, whose curves stopped early, nor RUNNING ones); `"trials"`:
     /// `m` is that count of settled observations (sharper sooner); `"kernels"` (Optuna
     /// 5.0): `m` is the estimator's own kernel count, which holds the "below" floor at
-    /// `(high − low) / 26` however long the study runs.
+    /// `(high − low) / 27` however long the study runs.
     pub bandwidth_floor: BandwidthFloor,
     /// Once some trials were unsafe, also fit a feasibility model — Parzen estimators of
     /// the feasible and the unsafe trials, `f` and `u` — and add `log P(feasible | x)`,
