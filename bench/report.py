@@ -327,6 +327,8 @@ def report_robot(doc, R):
         return
     m = doc["meta"]
     direction = m["direction"]
+    warm = [r for r in doc["runs"] if r.get("group") == "warmstart"]
+    doc = dict(doc, runs=[r for r in doc["runs"] if r.get("group") != "warmstart"])
     by = defaultdict(list)
     for r in doc["runs"]:
         by[r["label"]].append(r)
@@ -413,7 +415,46 @@ def report_robot(doc, R):
         table(rows, ["pruner", "robot s (mean)", "no pruner", "saved", "pruned poor", "best", "best, no pruner",
                      "vs no pruner"])
     out["pruners"] = prs
+    out["warmstart"] = report_warmstart(warm, direction)
     R["robot"] = out
+
+
+def report_warmstart(runs, direction):
+    """Sim-to-real: per seed, the trials a warm-started robot study needs to reach the cold
+    robot study's final best (None: never within the study)."""
+    if not runs:
+        return None
+    role = {r["label"].rsplit("-", 1)[-1]: {} for r in runs}
+    for r in runs:
+        role[r["label"].rsplit("-", 1)[-1]][r["seed"]] = r
+    sign = 1.0 if direction == "maximize" else -1.0
+    rows, needs = [], []
+    for seed in sorted(role.get("cold", {})):
+        cold, warm = role["cold"][seed], role.get("warm", {}).get(seed)
+        if warm is None or cold["best_value"] is None:
+            continue
+        target, best, need = sign * cold["best_value"], -np.inf, None
+        for i, v in enumerate(warm["values"], 1):
+            if v is not None:
+                best = max(best, sign * v)
+            if best >= target:
+                need = i
+                break
+        needs.append(need)
+        sim = role.get("sim", {}).get(seed, {})
+        rows.append([seed, fnum(sim.get("best_value")) if sim else "—", sim.get("unsafe", "—"),
+                     fnum(cold["best_value"]), cold["unsafe"], fnum(warm["best_value"]), warm["unsafe"],
+                     "never" if need is None else need])
+    print("\n### Warm start (gp): a simulator study, then on the other robot a cold study and one "
+          "warm started from it")
+    table(rows, ["seed", "sim best", "sim unsafe", "cold best", "cold unsafe", "warm best", "warm unsafe",
+                 "warm reaches cold's best at trial"])
+    n = len(runs[0]["values"]) if runs else 0
+    reached = sorted(x if x is not None else n + 1 for x in needs)
+    median = float(np.median(reached)) if reached else None
+    print(f"  median trials to reach the cold study's final best: {fnum(median)} of {n} "
+          f"(a seed that never reaches it counts as {n + 1})")
+    return {"needs": needs, "median": median, "trials": n}
 
 
 # ---------------------------------------------------------------------------------- chaos

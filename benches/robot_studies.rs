@@ -421,7 +421,14 @@ fn main() -> Result<()> {
     let has = |tasks: &[Task], s: &str, p: &str, seed| {
         tasks
             .iter()
-            .any(|t| t.sampler == s && t.constraints && t.pruner == p && t.seed == seed)
+            .any(|t| {
+                // A warm-start study runs on another robot (or keeps its storage): no baseline.
+                t.group != "warmstart"
+                    && t.sampler == s
+                    && t.constraints
+                    && t.pruner == p
+                    && t.seed == seed
+            })
     };
     for seed in 0..a.seeds {
         let mut needed: Vec<String> = Vec::new();
