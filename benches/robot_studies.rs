@@ -419,16 +419,14 @@ fn main() -> Result<()> {
     }
     // The comparison runs the other groups need, if their own group is not running.
     let has = |tasks: &[Task], s: &str, p: &str, seed| {
-        tasks
-            .iter()
-            .any(|t| {
-                // A warm-start study runs on another robot (or keeps its storage): no baseline.
-                t.group != "warmstart"
-                    && t.sampler == s
-                    && t.constraints
-                    && t.pruner == p
-                    && t.seed == seed
-            })
+        tasks.iter().any(|t| {
+            // A warm-start study runs on another robot (or keeps its storage): no baseline.
+            t.group != "warmstart"
+                && t.sampler == s
+                && t.constraints
+                && t.pruner == p
+                && t.seed == seed
+        })
     };
     for seed in 0..a.seeds {
         let mut needed: Vec<String> = Vec::new();

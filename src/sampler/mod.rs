@@ -25,6 +25,17 @@ pub use tpe::{Startup, TpeOptions, TpeSampler};
 use crate::space::{Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial};
 
+/// How far an unsafe trial broke its limit, as the samplers rank it: its recorded excess;
+/// a tiny positive amount if that is ≤ 0 (it still broke the limit); 1 if missing or not
+/// finite.
+pub(crate) fn violation_amount(t: &FrozenTrial) -> f64 {
+    match t.violation_excess() {
+        Some(x) if x > 0.0 && x.is_finite() => x,
+        Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
+        _ => 1.0,
+    }
+}
+
 /// What a sampler is asked: parameters for one new trial of a study.
 #[derive(Debug, Clone, Copy)]
 pub struct SampleRequest<'a> {

@@ -87,10 +87,9 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-use super::qmc::{self, QmcKind};
-use super::random::sample_distribution;
+use super::qmc;
 use super::tpe::Startup;
-use super::{SampleRequest, Sampler, SamplerError, TrialRng};
+use super::{violation_amount, SampleRequest, Sampler, SamplerError, TrialRng};
 use crate::space::{Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
 use acqf::{Acquisition, Safety};
@@ -407,38 +406,14 @@ impl GpSampler {
 
     fn startup(&self, request: &SampleRequest<'_>) -> Params {
         let mut out = Params::new();
-        match self.options.startup {
-            Startup::Random => {
-                let mut rng = TrialRng::for_trial(self.seed, request.trial_number, 0);
-                for (name, dist) in request.space.iter() {
-                    out.insert(name.to_string(), sample_distribution(dist, &mut rng));
-                }
-            }
-            Startup::Qmc => {
-                let mut unit = Vec::new();
-                qmc::unit_point(
-                    QmcKind::Sobol,
-                    true,
-                    self.seed,
-                    request.trial_number,
-                    request.space.len(),
-                    &mut unit,
-                );
-                for ((name, dist), &u) in request.space.iter().zip(unit.iter()) {
-                    out.insert(name.to_string(), qmc::from_unit(dist, u));
-                }
-            }
-        }
+        self.options.startup.draw(
+            self.seed,
+            request.trial_number,
+            request.space,
+            &mut Vec::new(),
+            &mut out,
+        );
         out
-    }
-}
-
-/// Violation amount of an unsafe trial (as TPE reads it).
-fn violation(t: &FrozenTrial) -> f64 {
-    match t.violation_excess() {
-        Some(x) if x > 0.0 && x.is_finite() => x,
-        Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
-        _ => 1.0,
     }
 }
 
@@ -501,7 +476,8 @@ impl Observations {
                 TrialState::Pruned => {
                     o.c_numbers.push(t.number);
                     o.c_x.extend_from_slice(&row);
-                    o.c_violation.push(t.is_unsafe().then(|| violation(t)));
+                    o.c_violation
+                        .push(t.is_unsafe().then(|| violation_amount(t)));
                     if t.is_unsafe() {
                         // Valued below, once the worst COMPLETE value is known.
                         o.imputed.push(o.values.len());

@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 
 use super::qmc::{self, QmcKind};
 use super::random::sample_distribution;
-use super::{SampleRequest, Sampler, SamplerError, TrialRng};
+use super::{violation_amount, SampleRequest, Sampler, SamplerError, TrialRng};
 use crate::pruner::is_unsafe;
 use crate::space::{Params, SearchSpace};
 use crate::trial::{Direction, FrozenTrial, TrialState};
@@ -83,6 +83,34 @@ pub enum Startup {
     Random,
     /// Points of a scrambled Sobol sequence (more even coverage of the space).
     Qmc,
+}
+
+impl Startup {
+    /// Trial `trial_number`'s start-up parameters for `seed` into `out` (`unit`: scratch for
+    /// the Sobol point).
+    pub(crate) fn draw(
+        self,
+        seed: u64,
+        trial_number: u64,
+        space: &SearchSpace,
+        unit: &mut Vec<f64>,
+        out: &mut Params,
+    ) {
+        match self {
+            Startup::Random => {
+                let mut rng = TrialRng::for_trial(seed, trial_number, 0);
+                for (name, dist) in space.iter() {
+                    out.insert(name.to_string(), sample_distribution(dist, &mut rng));
+                }
+            }
+            Startup::Qmc => {
+                qmc::unit_point(QmcKind::Sobol, true, seed, trial_number, space.len(), unit);
+                for ((name, dist), &u) in space.iter().zip(unit.iter()) {
+                    out.insert(name.to_string(), qmc::from_unit(dist, u));
+                }
+            }
+        }
+    }
 }
 
 /// Options of the `tpe` sampler (`[sampler.tpe]`); the defaults are Optuna 5.0's.
@@ -535,15 +563,6 @@ impl Partition {
     }
 }
 
-/// Violation amount of an unsafe trial.
-fn violation(t: &FrozenTrial) -> f64 {
-    match t.violation_excess() {
-        Some(x) if x > 0.0 => x,
-        Some(x) if x <= 0.0 => f64::MIN_POSITIVE,
-        _ => 1.0,
-    }
-}
-
 /// Optuna's ranking key of a pruned trial: latest step first, then its value there.
 fn pruned_key(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
     match t.last_intermediate() {
@@ -670,7 +689,7 @@ impl Work {
                 },
                 TrialState::Pruned => {
                     if is_unsafe(t) {
-                        w.infeasible.push((violation(t), t.number, slot));
+                        w.infeasible.push((violation_amount(t), t.number, slot));
                     } else {
                         w.pruned
                             .push((pruned_key(t, request.direction), t.number, slot));
@@ -716,28 +735,13 @@ impl Work {
 
 impl TpeSampler {
     fn startup(&mut self, request: &SampleRequest<'_>, out: &mut Params) {
-        match self.options.startup {
-            Startup::Random => {
-                let mut rng = TrialRng::for_trial(self.seed, request.trial_number, 0);
-                for (name, dist) in request.space.iter() {
-                    out.insert(name.to_string(), sample_distribution(dist, &mut rng));
-                }
-            }
-            Startup::Qmc => {
-                let unit = &mut self.work.unit;
-                qmc::unit_point(
-                    QmcKind::Sobol,
-                    true,
-                    self.seed,
-                    request.trial_number,
-                    request.space.len(),
-                    unit,
-                );
-                for ((name, dist), &u) in request.space.iter().zip(unit.iter()) {
-                    out.insert(name.to_string(), qmc::from_unit(dist, u));
-                }
-            }
-        }
+        self.options.startup.draw(
+            self.seed,
+            request.trial_number,
+            request.space,
+            &mut self.work.unit,
+            out,
+        );
     }
 
     /// Fits below/above estimators over the parameters in `mask` and writes the best of
