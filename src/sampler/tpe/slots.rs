@@ -344,7 +344,8 @@ mod tests {
             .map(|&j| Dim::of(&space[j]).unwrap())
             .collect();
         assert!(SlotParzen::applies(&dims));
-        for consider_endpoints in [false, true] {
+        let rules = [(false, false), (true, false), (false, true), (true, true)];
+        for (consider_endpoints, geometric) in rules {
             let mut rng = TrialRng::from_seed(7 + consider_endpoints as u64);
             let (mut coords, mut member) = (Vec::new(), Vec::new());
             let mut generation = 0;
@@ -389,7 +390,11 @@ mod tests {
                     prior_weight: 1.0,
                     consider_endpoints,
                     magic_clip: true,
-                    floor_count: FloorCount::Count(member.len()),
+                    floor_count: if geometric {
+                        FloorCount::GeometricMean(member.len())
+                    } else {
+                        FloorCount::Count(member.len())
+                    },
                 };
                 kept.update(&slots, &dims, &dim_index, params);
                 let mut reference = fresh(&dims, &dim_index, &slots, params);
