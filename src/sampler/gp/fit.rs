@@ -142,11 +142,16 @@ fn bounds(d: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Fits the hyperparameters to `data` from `start` (the previous optimum), falling back to
-/// Optuna's default start, then to the default hyperparameters themselves. The result and
-/// the number of loss evaluations.
-pub(crate) fn fit(data: &Data<'_>, start: Option<&Hyper>) -> (Hyper, usize) {
+/// Optuna's default start, then to the default hyperparameters themselves. With
+/// `deterministic` the noise variance is held at its minimum during the fit (Optuna's
+/// `deterministic_objective`): the length scales and kernel scale are fitted for a
+/// noise-free model. The result and the number of loss evaluations.
+pub(crate) fn fit(data: &Data<'_>, start: Option<&Hyper>, deterministic: bool) -> (Hyper, usize) {
     let d = data.d;
-    let (lo, hi) = bounds(d);
+    let (mut lo, mut hi) = bounds(d);
+    if deterministic {
+        hi[d + 1] = lo[d + 1];
+    }
     let stop = Stop {
         pgtol: 1e-2,
         // scipy's default factr = 1e7 times machine epsilon.
@@ -156,7 +161,8 @@ pub(crate) fn fit(data: &Data<'_>, start: Option<&Hyper>) -> (Hyper, usize) {
     let default = Hyper::default_for(d);
     let mut evaluations = 0;
     for init in [start, Some(&default)].into_iter().flatten() {
-        let x0 = init.to_raw();
+        let mut x0 = init.to_raw();
+        x0[d + 1] = x0[d + 1].clamp(lo[d + 1], hi[d + 1]);
         let m = minimize(
             |raw, g| {
                 evaluations += 1;
@@ -168,10 +174,18 @@ pub(crate) fn fit(data: &Data<'_>, start: Option<&Hyper>) -> (Hyper, usize) {
             stop,
         );
         if m.f.is_finite() {
-            return (Hyper::from_raw(&m.x), evaluations);
+            let mut h = Hyper::from_raw(&m.x);
+            if deterministic {
+                h.noise = MIN_NOISE;
+            }
+            return (h, evaluations);
         }
     }
-    (default, evaluations)
+    let mut h = default;
+    if deterministic {
+        h.noise = MIN_NOISE;
+    }
+    (h, evaluations)
 }
 
 #[cfg(test)]
@@ -221,6 +235,29 @@ mod tests {
     }
 
     #[test]
+    fn a_deterministic_fit_holds_the_noise_at_its_minimum_while_it_fits() {
+        let (x, y, is_cat) = data(40, 2);
+        let data = Data {
+            d: 3,
+            x: &x,
+            y: &y,
+            is_cat: &is_cat,
+        };
+        let (h, _) = fit(&data, None, true);
+        assert_eq!(h.noise, MIN_NOISE);
+        // A stationary point of the loss with the noise at its minimum: the other
+        // parameters' gradient vanishes there (fitting them with the noise free, then
+        // setting it, leaves them far from it).
+        let mut raw = h.to_raw();
+        raw[4] = bounds(3).0[4];
+        let mut g = [0.0; 5];
+        loss(&data, &raw, &mut g);
+        for (j, gj) in g[..4].iter().enumerate() {
+            assert!(gj.abs() < 0.05, "gradient {j}: {gj} ({g:?})");
+        }
+    }
+
+    #[test]
     fn fit_improves_the_loss_and_finds_the_noise() {
         let (x, y, is_cat) = data(40, 2);
         let data = Data {
@@ -232,13 +269,13 @@ mod tests {
         let mut g = [0.0; 5];
         let default = Hyper::default_for(3);
         let before = loss(&data, &default.to_raw(), &mut g);
-        let (h, _) = fit(&data, None);
+        let (h, _) = fit(&data, None, false);
         let after = loss(&data, &h.to_raw(), &mut g);
         assert!(after < before - 1.0, "{before} -> {after}");
         // The data's noise variance is 0.01: the fitted one is well below the default 1.
         assert!(h.noise < 0.1, "{h:?}");
         // Warm-started from its own optimum it stays there.
-        let (h2, evals) = fit(&data, Some(&h));
+        let (h2, evals) = fit(&data, Some(&h), false);
         assert!(loss(&data, &h2.to_raw(), &mut g) <= after + 1e-9);
         assert!(evals < 20, "{evals}");
     }

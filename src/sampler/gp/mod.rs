@@ -250,10 +250,7 @@ impl ModelCache {
                 y: t.y,
                 is_cat: t.is_cat,
             };
-            let (mut h, _) = fit::fit(&data, start);
-            if deterministic {
-                h.noise = MIN_NOISE;
-            }
+            let (h, _) = fit::fit(&data, start, deterministic);
             self.hyper = Some(h);
             self.n_fit = n;
             self.gp = None;
@@ -839,6 +836,7 @@ fn fitted_gp(enc: &Encoding, x: &[f64], y: &[f64]) -> Gp {
             is_cat: &enc.is_cat,
         },
         None,
+        false,
     );
     let mut gp = Gp::empty(d, enc.is_cat.clone(), h);
     gp.extend(x);
