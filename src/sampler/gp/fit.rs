@@ -148,7 +148,7 @@ fn bounds(d: usize) -> (Vec<f64>, Vec<f64>) {
 /// noise-free model. The result and the number of loss evaluations.
 pub(crate) fn fit(data: &Data<'_>, start: Option<&Hyper>, deterministic: bool) -> (Hyper, usize) {
     let d = data.d;
-    let (mut lo, mut hi) = bounds(d);
+    let (lo, mut hi) = bounds(d);
     if deterministic {
         hi[d + 1] = lo[d + 1];
     }
