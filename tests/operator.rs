@@ -431,3 +431,31 @@ fn a_go_given_before_a_stop_does_not_start_the_episode_after_the_release() {
     assert_eq!(named(&w.events(), "episode_start").len(), 2);
     assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 1);
 }
+
+#[test]
+fn an_idle_control_client_does_not_keep_the_run_from_ending() {
+    let w = Workdir::new();
+    let socket = w.path("ctl.sock");
+    let config = w.write_config(&sim_config(&w.storage_url(), &w.event_log(), 2, 100, 2.0));
+    let mut child = spawn_with_control(&w, &config, &socket);
+    wait_until_socket(&socket);
+    // Connected, says nothing, never hangs up.
+    let _idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let start = std::time::Instant::now();
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if ended.is_none() {
+        common::terminate(&mut child, Duration::from_secs(5));
+        let _ = child.kill();
+    }
+    let status = ended.expect("the run ended while a control client stayed connected");
+    assert!(status.success(), "{status}");
+    assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 2);
+}

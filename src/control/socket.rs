@@ -101,10 +101,10 @@ impl ControlSocket {
 }
 
 impl Drop for ControlSocket {
+    /// Stops accepting and tells the clients' threads to hang up; each notices within
+    /// [`CLOSING_POLL`], so nothing here or in the study they hold waits for a client.
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
-        // Wake the accept.
-        let _ = UnixStream::connect(&self.path);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -112,17 +112,31 @@ impl Drop for ControlSocket {
     }
 }
 
-fn accept_loop(listener: UnixListener, operator: Operator, closing: &AtomicBool) {
-    for stream in listener.incoming() {
-        if closing.load(Ordering::SeqCst) {
-            return;
+/// How often the accept loop and an idle client's thread look at the closing flag.
+const CLOSING_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn accept_loop(listener: UnixListener, operator: Operator, closing: &Arc<AtomicBool>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!("control socket: {e}; no operator commands this run");
+        return;
+    }
+    let tick = PollTimeout::from(CLOSING_POLL.as_millis() as u16);
+    while !closing.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, tick), Ok(n) if n > 0) {
+            continue;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
         let operator = operator.clone();
+        let closing = closing.clone();
         let _ = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                if let Err(e) = serve_client(stream, &operator) {
+                if let Err(e) = serve_client(stream, &operator, &closing) {
                     tracing::debug!("control client: {e}");
                 }
             });
@@ -138,11 +152,37 @@ fn peer_name(stream: &UnixStream) -> String {
     }
 }
 
-fn serve_client(stream: UnixStream, operator: &Operator) -> io::Result<()> {
+fn serve_client(stream: UnixStream, operator: &Operator, closing: &AtomicBool) -> io::Result<()> {
     let by = peer_name(&stream);
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(CLOSING_POLL))?;
+    // A client that never reads its answers must not hold this thread (and the study).
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut writer = stream.try_clone()?;
-    for line in BufReader::new(stream).lines() {
-        let line = line?;
+    let mut reader = BufReader::new(stream);
+    let mut bytes = Vec::new();
+    loop {
+        // read_until keeps what it read before a timeout: a line may arrive in pieces.
+        let last = match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => return Ok(()),
+            // Without its newline: the client's last line before it hung up.
+            Ok(_) => !bytes.ends_with(b"\n"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if closing.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let line = String::from_utf8_lossy(&bytes).into_owned();
+        bytes.clear();
         if line.trim().is_empty() {
             continue;
         }
@@ -159,8 +199,10 @@ fn serve_client(stream: UnixStream, operator: &Operator) -> io::Result<()> {
         let mut text = serde_json::to_string(&reply).map_err(io::Error::other)?;
         text.push('\n');
         writer.write_all(text.as_bytes())?;
+        if last {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// The longest `gaittune ctl` waits for an answer (a `release` is answered within 5 s, a
