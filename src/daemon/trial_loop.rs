@@ -315,12 +315,11 @@ impl TrialRunner<'_> {
             match result {
                 Ok(end) => {
                     let number = trial.number;
-                    let best = self.study.call(|s| s.best_trial()).await?;
+                    let best = self.report_progress().await?;
                     print_end(number, &end, best.as_ref(), started);
                     self.desk.publish("trial_finished", end.to_event(number));
                     self.desk
                         .report(json!({ "trial": null, "episode": null, "step": null }));
-                    self.report_progress().await?;
                     if matches!(end, TrialEnd::Failed(_)) {
                         self.failed_in_a_row += 1;
                         if self.failed_in_a_row >= MAX_FAILED_IN_A_ROW {
@@ -390,17 +389,17 @@ impl TrialRunner<'_> {
         }
     }
 
-    /// Puts the study's counts and best trial in the status.
-    async fn report_progress(&mut self) -> Result<(), StudyError> {
+    /// Puts the study's counts and best trial in the status; returns that best trial.
+    async fn report_progress(&mut self) -> Result<Option<FrozenTrial>, StudyError> {
         let (counts, best) = self
             .study
             .call(|s| Ok::<_, StudyError>((s.counts()?, s.best_trial()?)))
             .await?;
         self.desk.report(json!({
             "counts": counts,
-            "best": best.map(|b| json!({ "trial": b.number, "value": b.value })),
+            "best": best.as_ref().map(|b| json!({ "trial": b.number, "value": b.value })),
         }));
-        Ok(())
+        Ok(best)
     }
 
     /// Nothing to claim and nothing to create: the last trials run on other workers. Waits a
