@@ -214,6 +214,34 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The arguments after `gaittune sim` that the daemon starts the simulated robot with
+    /// (the one command line both the start and the up-front check use).
+    pub fn sim_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = [
+            ("--seed", self.seed.to_string()),
+            ("--noise", self.noise.to_string()),
+            ("--step-delay-ms", self.step_delay_ms.to_string()),
+            ("--reset-delay-ms", self.reset_delay_ms.to_string()),
+            ("--watchdog-ms", self.watchdog_ms.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.into(), value.into()])
+        .collect();
+        args.push("--exit-with-parent".into());
+        if let Some(log) = &self.event_log {
+            args.push("--event-log".into());
+            args.push(log.into());
+        }
+        if self.model != "synthetic" {
+            args.push("--model".into());
+            args.push((&self.model).into());
+        }
+        args.extend(self.extra_args.iter().map(Into::into));
+        args
+    }
+}
+
 /// `[episode]`: what one episode is.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -611,12 +639,8 @@ fn validate_sim(sim: &SimConfig, text: &str) -> Result<(), String> {
         opts: crate::sim::SimOptions,
     }
     use clap::Parser;
-    let mut args = vec![
-        "gaittune sim".to_string(),
-        "--model".into(),
-        sim.model.clone(),
-    ];
-    args.extend(sim.extra_args.iter().cloned());
+    let mut args = vec![std::ffi::OsString::from("gaittune sim")];
+    args.extend(sim.sim_args());
     let parsed = SimCli::try_parse_from(&args).map_err(|e| {
         let text = e.to_string();
         let first = text
@@ -779,6 +803,11 @@ high = 3.0
                 "sim.extra_args (line 7)",
             ),
             ("extra_args = [\"--nope\"]", "sim.extra_args (line 7)"),
+            // A flag the daemon already gives from its own key.
+            (
+                "extra_args = [\"--seed\", \"3\"]",
+                "sim.extra_args (line 7)",
+            ),
             (
                 "extra_args = [\"--quirk\", \"no-such-quirk\"]",
                 "sim.extra_args (line 7)",

@@ -24,25 +24,13 @@ impl SimProcess {
         let sim = &config.sim;
         let mut cmd = Command::new(exe);
         cmd.arg("sim")
-            .args(["--seed", &sim.seed.to_string()])
-            .args(["--noise", &sim.noise.to_string()])
-            .args(["--step-delay-ms", &sim.step_delay_ms.to_string()])
-            .args(["--reset-delay-ms", &sim.reset_delay_ms.to_string()])
-            .args(["--watchdog-ms", &sim.watchdog_ms.to_string()])
-            .arg("--exit-with-parent")
+            .args(sim.sim_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             // Its own process group: a terminal's Ctrl-C reaches the daemon, which stops the
             // robot properly, not the robot itself.
             .process_group(0);
-        if let Some(log) = &sim.event_log {
-            cmd.arg("--event-log").arg(log);
-        }
-        if sim.model != "synthetic" {
-            cmd.args(["--model", &sim.model]);
-        }
-        cmd.args(&sim.extra_args);
         let mut child = cmd
             .spawn()
             .context("starting the simulated robot (gaittune sim)")?;
