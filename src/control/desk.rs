@@ -189,11 +189,6 @@ impl Desk {
         std::mem::take(&mut self.lock().disruptions)
     }
 
-    /// Whether a request that interrupts a trial is waiting.
-    pub fn has_disruption(&self) -> bool {
-        !self.lock().disruptions.is_empty()
-    }
-
     /// The trial loop has sent ClearEStop after a release and the robot acknowledged it.
     pub fn release_done(&self) {
         self.lock().releases_done += 1;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::space::{Distribution, SearchSpace};
 use crate::storage::{self, StudyRecord};
 use crate::study::StudyError;
-use crate::trial::{Direction, FrozenTrial, TrialState};
+use crate::trial::FrozenTrial;
 
 const TEMPLATE: &str = include_str!("report.html");
 const PLOTS_JS: &str = include_str!("../control/assets/plots.js");
@@ -72,8 +72,6 @@ fn report_data(record: &StudyRecord, space: &SearchSpace, trials: &[FrozenTrial]
         "gait": gait,
         "robot": record.attrs.get("robot"),
         "unsafe_count": trials.iter().filter(|t| t.is_unsafe()).count(),
-        "complete_count": trials.iter().filter(|t| t.state == TrialState::Complete).count(),
-        "maximize": direction == Direction::Maximize,
     })
 }
 
