@@ -46,7 +46,10 @@
 //!   positive, so the safe set grows outwards from the trials that were safe, by about a
 //!   third of the constraint's length scale per trial at β = 2. Until a first unsafe trial
 //!   gives the model something to fit, the length scales are `safe_lengthscale` (in the
-//!   normalised space); afterwards they are fitted like the objective's.
+//!   normalised space); afterwards they are fitted like the objective's, but never longer
+//!   than `safe_lengthscale` (SafeOpt fixes them a priori: a long fitted length scale lets
+//!   one safe trial vouch for far-away points; on the simulated robot capping them halved
+//!   the falls of safe exploration).
 //! - *Sim-to-real prior* (`prior = { storage, study }`, [`GpSampler::with_prior`]): a GP
 //!   fitted once to a source study's COMPLETE trials gives the prior mean; the values are
 //!   standardised by the source's mean and standard deviation, the objective's GP models
@@ -123,7 +126,8 @@ pub struct GpOptions {
     /// one-sided).
     pub safe_beta: f64,
     /// The safety model's length scale (in the [0, 1]-normalised space) until an unsafe
-    /// trial lets it be fitted: how far one safe trial vouches for its neighbours.
+    /// trial lets it be fitted, and the longest it is fitted to afterwards: how far one safe
+    /// trial vouches for its neighbours.
     pub safe_lengthscale: f64,
     /// Sim-to-real warm start: the COMPLETE trials of this finished study (same parameter
     /// names) become the GP's prior mean ([`GpSampler::with_prior`]; the daemon opens the
@@ -214,13 +218,15 @@ struct Training<'a> {
 }
 
 impl ModelCache {
-    /// The GP of `t`, refitting the hyperparameters when due (`fixed`: use these instead).
+    /// The GP of `t`, refitting the hyperparameters when due (`fixed`: use these instead;
+    /// `longest`: no fitted length scale longer than this).
     fn model(
         &mut self,
         t: &Training<'_>,
         growth: f64,
         deterministic: bool,
         fixed: Option<&Hyper>,
+        longest: Option<f64>,
     ) -> Gp {
         let n = t.numbers.len();
         let d = t.d;
@@ -250,7 +256,11 @@ impl ModelCache {
                 y: t.y,
                 is_cat: t.is_cat,
             };
-            let (h, _) = fit::fit(&data, start, deterministic);
+            let (mut h, _) = fit::fit(&data, start, deterministic);
+            if let Some(l) = longest {
+                let floor = 1.0 / (l * l);
+                h.inv_sq_ls.iter_mut().for_each(|v| *v = v.max(floor));
+            }
             self.hyper = Some(h);
             self.n_fit = n;
             self.gp = None;
@@ -597,6 +607,7 @@ impl GpSampler {
                 self.options.refit_growth,
                 false,
                 fixed.as_ref(),
+                Some(self.options.safe_lengthscale),
             );
             return Safety::SafeSet {
                 gp,
@@ -614,6 +625,7 @@ impl GpSampler {
             },
             self.options.refit_growth,
             false,
+            None,
             None,
         );
         Safety::Probability {
@@ -700,6 +712,7 @@ impl Sampler for GpSampler {
                 },
                 self.options.refit_growth,
                 self.options.deterministic_objective,
+                None,
                 None,
             );
             let bi = o.best_complete();

@@ -62,22 +62,28 @@ fn run_from(
             trial_number: i,
         });
         space.check_params(&params).expect("valid proposal");
-        let t = match eval(&params) {
-            Ok(v) => FrozenTrial::new(i, TrialState::Complete, params, Some(v)),
-            Err(excess) => {
-                let mut t = FrozenTrial::new(i, TrialState::Pruned, params, None);
-                t.prune_reason = Some("unsafe".into());
-                t.attrs.insert(
-                    "unsafe".into(),
-                    ConstraintViolation::new("x", excess, 0.0).to_attr(),
-                );
-                t
-            }
-        };
+        let outcome = eval(&params);
+        let t = finished(i, params, outcome);
         sampler.tell(&t);
         history.push(t);
     }
     history
+}
+
+/// Trial `number` with `params`, COMPLETE with the value or unsafe with the excess.
+fn finished(number: u64, params: Params, outcome: Result<f64, f64>) -> FrozenTrial {
+    match outcome {
+        Ok(v) => FrozenTrial::new(number, TrialState::Complete, params, Some(v)),
+        Err(excess) => {
+            let mut t = FrozenTrial::new(number, TrialState::Pruned, params, None);
+            t.prune_reason = Some("unsafe".into());
+            t.attrs.insert(
+                "unsafe".into(),
+                ConstraintViolation::new("x", excess, 0.0).to_attr(),
+            );
+            t
+        }
+    }
 }
 
 fn best(history: &[FrozenTrial]) -> f64 {
@@ -262,6 +268,35 @@ fn safe_exploration_grows_from_the_baseline() {
     assert!(
         unsafe_safe_mode < unsafe_plain,
         "{unsafe_safe_mode} unsafe trials in safe mode vs {unsafe_plain}"
+    );
+}
+
+#[test]
+fn safe_exploration_never_fits_the_safety_model_longer_than_safe_lengthscale() {
+    // A long fitted length scale lets one safe trial vouch for far-away points: on the
+    // simulated robot the safe set then reached half the box from the nearest safe trial.
+    // Here `y` does not matter to the constraint at all, so the likelihood wants it long.
+    let space = space2();
+    let opts = GpOptions {
+        safe_exploration: true,
+        ..quick()
+    };
+    let mut s = GpSampler::with_options(3, opts).unwrap();
+    // The baseline at (−3, −3), and a trial that fell at (2, −3).
+    let history = [-3.0, 2.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let p: Params = [("x".to_string(), x), ("y".to_string(), -3.0)].into();
+            let outcome = half_unsafe(&p);
+            finished(i as u64, p, outcome)
+        })
+        .collect();
+    run_from(&mut s, &space, history, 20, half_unsafe);
+    let fitted = s.constraint.hyper.as_ref().expect("fitted").length_scales();
+    assert!(
+        fitted.iter().all(|&l| l <= 0.25 * (1.0 + 1e-9)),
+        "safety length scales {fitted:?}, safe_lengthscale 0.25"
     );
 }
 
