@@ -102,7 +102,7 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     /// Stops accepting and tells the clients' threads to hang up; each notices within
-    /// [`CLOSING_POLL`], so nothing here or in the study they hold waits for a client.
+    /// `CLOSING_POLL`, so nothing here or in the study they hold waits for a client.
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
