@@ -4,8 +4,8 @@
 # real daemon, then a study through the fault-injecting proxy (gaittune chaos); every figure
 # goes to bench/results.json. See bench/README.md.
 #
-#   bench/run.sh            full run   (~20 min on 2 cores)
-#   bench/run.sh --quick    smoke test (~6 min on 2 cores, plus the venv's first install)
+#   bench/run.sh            full run   (~1 h 45 min on 2 cores: Optuna's GPSampler ~50 min, robot studies ~35 min)
+#   bench/run.sh --quick    smoke test (~25 min on 2 cores, plus the venv's first install)
 #
 # Options: --quick, --jobs N (parallel workers; default 2),
 #          --only PARTS (comma-separated: samplers, pruners, robot, chaos; default all four),
@@ -38,11 +38,11 @@ done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 if [ "$MODE" = quick ]; then
-    N_MAX=1000 REPS=1 SEEDS=8 LC_SEEDS=10 ROBOT_SEEDS=3 CHAOS_TRIALS=40
+    N_MAX=1000 REPS=1 SEEDS=8 GP_SEEDS=3 LC_SEEDS=10 ROBOT_SEEDS=3 CHAOS_TRIALS=40
 else
-    N_MAX=2000 REPS=3 SEEDS=30 LC_SEEDS=10 ROBOT_SEEDS=10 CHAOS_TRIALS=100
+    N_MAX=2000 REPS=3 SEEDS=30 GP_SEEDS=10 LC_SEEDS=10 ROBOT_SEEDS=10 CHAOS_TRIALS=100
 fi
-TRIALS=200 ROBOT_TRIALS=100
+TRIALS=200 ROBOT_TRIALS=100 SHORT_TRIALS=60
 
 OUT=bench/out
 VENV=bench/.venv
@@ -51,7 +51,7 @@ mkdir -p "$OUT"
 # Only the parts being run are replaced; the report reads what the others left.
 want samplers && rm -f "$OUT"/problems.json "$OUT"/problems_check.txt "$OUT"/overhead_*.json "$OUT"/efficiency_*.json
 want pruners && rm -f "$OUT"/pruners_*.json
-want robot && rm -f "$OUT"/robot.json
+want robot && rm -f "$OUT"/robot.json "$OUT"/robot_short.json
 want chaos && rm -f "$OUT"/chaos.json
 
 stamp() { date +%s; }
@@ -104,11 +104,12 @@ if want samplers; then
 
     # --- sample efficiency (parallel workers)
     if [ "$OPTUNA" = 1 ]; then
-        phase "Optuna efficiency: $SEEDS seeds x 11 problems, $TRIALS trials, $JOBS workers"
-        (cd bench/optuna && "../../$PY" efficiency.py --out "../../$OUT/efficiency_optuna.json" \
-            --seeds "$SEEDS" --trials "$TRIALS" --workers "$JOBS")
+        phase "Optuna efficiency: $SEEDS seeds x 11 problems, $TRIALS trials (gp: $GP_SEEDS seeds, 100 trials), $JOBS workers"
+        # One torch thread per worker: the workers already fill the cores.
+        (cd bench/optuna && OMP_NUM_THREADS=1 "../../$PY" efficiency.py --out "../../$OUT/efficiency_optuna.json" \
+            --seeds "$SEEDS" --gp-seeds "$GP_SEEDS" --trials "$TRIALS" --workers "$JOBS")
     fi
-    phase "gaittune efficiency: $SEEDS seeds x 11 problems, $TRIALS trials, $JOBS workers"
+    phase "gaittune efficiency: $SEEDS seeds x 11 problems, $TRIALS trials (gp: 100), $JOBS workers"
     "$BIN" efficiency --out "$OUT/efficiency_gaittune.json" --seeds "$SEEDS" --trials "$TRIALS" --jobs "$JOBS"
 fi
 
@@ -126,6 +127,10 @@ if want robot; then
     phase "gaittune on the simulated robot (real daemon): $ROBOT_SEEDS seeds x $ROBOT_TRIALS trials, $JOBS at a time"
     "$ROBOT_BIN" samplers constraints pruners --seeds "$ROBOT_SEEDS" --trials "$ROBOT_TRIALS" \
         --jobs "$JOBS" --config configs/sim-quadruped.toml --out "$OUT/robot.json"
+    phase "gaittune on the simulated robot, an on-robot budget: $ROBOT_SEEDS seeds x $SHORT_TRIALS trials (gp, gp with safe exploration, tpe, cmaes; gp without its safety model; sim-to-real warm start)"
+    "$ROBOT_BIN" samplers constraints warmstart --seeds "$ROBOT_SEEDS" --trials "$SHORT_TRIALS" --sim-trials 200 \
+        --kinds gp,gp@safe_exploration=true,tpe,cmaes --off-kinds gp \
+        --jobs "$JOBS" --config configs/sim-quadruped.toml --out "$OUT/robot_short.json"
 fi
 
 if want chaos; then

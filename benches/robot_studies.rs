@@ -14,7 +14,7 @@
 //!   steps × 20 ms) and best value, compared with the same sampler without a pruner;
 //! - `warmstart` (not in the default set): sim-to-real with the `gp` sampler. "The
 //!   simulator" is the config's robot; "the real robot" is the same physics with another
-//!   robot seed and more noise ([`REAL_ROBOT`]). Per seed: a simulator study, then on the
+//!   robot seed and more noise ([`REAL_ROBOT`]). Per seed: a simulator study (`--sim-trials`, default `--trials`; simulator trials are cheap), then on the
 //!   real robot a cold study and one warm started from the simulator study
 //!   (`[sampler.gp] prior`). Figure: the trials the warm study needs to reach the cold
 //!   study's final best.
@@ -24,7 +24,8 @@
 //!
 //!     cargo bench --bench robot_studies -- [samplers] [constraints] [pruners] [warmstart] \
 //!         [--seeds 10] [--trials 100] [--jobs 2] [--config configs/sim-quadruped.toml] \
-//!         [--sampler tpe] [--out bench/out/robot.json]
+//!         [--sampler tpe] [--kinds SPEC,...] [--off-kinds SPEC,...] [--sim-trials N] \
+//!         [--out bench/out/robot.json]
 //!
 //! No group named = the first three. `bench/report.py` prints the tables and rank tests.
 
@@ -71,6 +72,8 @@ struct Task {
     prior: Option<String>,
     /// Its storage is kept (a later study's prior).
     keep: bool,
+    /// Its trials, if not `--trials` (the warm start's simulator study: `--sim-trials`).
+    trials: Option<u64>,
 }
 
 impl Task {
@@ -85,6 +88,7 @@ impl Task {
             robot: None,
             prior: None,
             keep: false,
+            trials: None,
         }
     }
 
@@ -125,6 +129,8 @@ struct Args {
     config: PathBuf,
     sampler: Option<String>,
     kinds: Option<Vec<String>>,
+    off_kinds: Option<Vec<String>>,
+    sim_trials: Option<u64>,
     out: PathBuf,
 }
 
@@ -137,6 +143,8 @@ fn parse_args() -> Result<Args> {
         config: PathBuf::from("configs/sim-quadruped.toml"),
         sampler: None,
         kinds: None,
+        off_kinds: None,
+        sim_trials: None,
         out: PathBuf::from("bench/out/robot.json"),
     };
     let mut it = std::env::args().skip(1);
@@ -149,10 +157,19 @@ fn parse_args() -> Result<Args> {
             "--bench" => {}
             "--seeds" => a.seeds = value("--seeds")?.parse()?,
             "--trials" => a.trials = value("--trials")?.parse()?,
+            "--sim-trials" => a.sim_trials = Some(value("--sim-trials")?.parse()?),
             "--jobs" => a.jobs = value("--jobs")?.parse::<usize>()?.max(1),
             "--config" => a.config = value("--config")?.into(),
             "--sampler" => a.sampler = Some(value("--sampler")?),
             "--kinds" => a.kinds = Some(value("--kinds")?.split(',').map(str::to_string).collect()),
+            "--off-kinds" => {
+                a.off_kinds = Some(
+                    value("--off-kinds")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
             "--out" => a.out = value("--out")?.into(),
             "-h" | "--help" => {
                 println!("{}", HELP);
@@ -172,10 +189,37 @@ fn parse_args() -> Result<Args> {
 
 const HELP: &str =
     "robot_studies [samplers] [constraints] [pruners] [warmstart] [--seeds N] [--trials N] \
-[--jobs N] [--config FILE] [--sampler SPEC] [--kinds SPEC,...] [--out FILE]\n\
+[--jobs N] [--config FILE] [--sampler SPEC] [--kinds SPEC,...] [--off-kinds SPEC,...] [--sim-trials N] [--out FILE]\n\
+--sim-trials: the warmstart group's simulator studies' trials (default: --trials).\n\
 --sampler: the pruners group's sampler (default: the config's); --kinds: the samplers and \
-constraints groups' samplers (default: every kind; constraints: tpe, cmaes).\n\
+constraints groups' samplers (default: every kind; constraints: tpe, cmaes); --off-kinds: the \
+constraints group's samplers, if not --kinds.\n\
 Runs tuning studies on the simulated robot through the real daemon (see the file's docs).";
+
+/// The config's sampler as a spec (`common/spec.rs`): its kind with the options of its
+/// `[sampler.<kind>]` table, e.g. `gp@safe_exploration=true`.
+fn config_sampler_spec(base: &toml::Table, kind: &str) -> String {
+    let options = base
+        .get("sampler")
+        .and_then(|s| s.get(kind))
+        .and_then(|o| o.as_table())
+        .filter(|o| !o.is_empty());
+    match options {
+        None => kind.to_string(),
+        Some(o) => {
+            let pairs: Vec<String> = o.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{kind}@{}", pairs.join(":"))
+        }
+    }
+}
+
+/// The `constraints` group's samplers: `--off-kinds`, else `--kinds`, else [`CONSTRAINED`].
+fn constraint_kinds<'a>(a: &'a Args, constrained: &'a [String]) -> &'a [String] {
+    a.off_kinds
+        .as_deref()
+        .or(a.kinds.as_deref())
+        .unwrap_or(constrained)
+}
 
 /// The base config with this task's study, sampler and pruner.
 fn task_config(base: &toml::Table, task: &Task, trials: u64, dir: &Path) -> Result<toml::Table> {
@@ -370,7 +414,10 @@ fn main() -> Result<()> {
         .with_context(|| format!("reading {}", a.config.display()))?;
     let base: toml::Table = text.parse()?;
     let config = Config::parse(&text, &a.config)?;
-    let default_sampler = a.sampler.clone().unwrap_or(config.sampler.kind.clone());
+    let default_sampler = a
+        .sampler
+        .clone()
+        .unwrap_or_else(|| config_sampler_spec(&base, &config.sampler.kind));
     let all_kinds: Vec<String> = gaittune::sampler::KINDS
         .iter()
         .map(|k| k.to_string())
@@ -389,7 +436,7 @@ fn main() -> Result<()> {
                     }
                 }
                 "constraints" => {
-                    for k in a.kinds.as_deref().unwrap_or(&constrained) {
+                    for k in constraint_kinds(&a, &constrained) {
                         add("constraints", k, false, "none");
                     }
                 }
@@ -401,6 +448,7 @@ fn main() -> Result<()> {
                 "warmstart" => {
                     let sim = Task {
                         keep: true,
+                        trials: a.sim_trials,
                         ..Task::new("warmstart", "gp", true, "none", seed)
                     };
                     let cold = Task {
@@ -431,7 +479,7 @@ fn main() -> Result<()> {
     for seed in 0..a.seeds {
         let mut needed: Vec<String> = Vec::new();
         if a.groups.iter().any(|g| g == "constraints") {
-            needed.extend(a.kinds.clone().unwrap_or(constrained.clone()));
+            needed.extend(constraint_kinds(&a, &constrained).iter().cloned());
         }
         if a.groups.iter().any(|g| g == "pruners") {
             needed.push(default_sampler.clone());
@@ -480,7 +528,8 @@ fn main() -> Result<()> {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
-                match run_task(&exe, &base, &config, task, a.trials, dir.path()) {
+                let trials = task.trials.unwrap_or(a.trials);
+                match run_task(&exe, &base, &config, task, trials, dir.path()) {
                     Ok(r) => {
                         finished.lock().unwrap().insert(task.study_name());
                         let mut all = results.lock().unwrap();

@@ -12,7 +12,7 @@
 //!   `FrozenTrial`, `Sampler::tell` and the push onto the history. No storage: that is what
 //!   "ask + tell in-process" means for gaittune (Optuna's side times `study.ask()`, d ×
 //!   `suggest_float`, `study.tell()` over its `InMemoryStorage`).
-//! - `efficiency`: best value after 50/100/200 trials (all values kept) on the shared problem
+//! - `efficiency`: best value after 25/50/100/200 trials (`gp`: 100 trials) (all values kept) on the shared problem
 //!   suite of ../shared/reference/optuna-5.0/problems.py, ported bit for bit below.
 //! - `problems`: the suite's values at fixed points, for the bit-for-bit check against
 //!   problems.py (`bench/optuna/check_problems.py`).
@@ -583,7 +583,7 @@ fn cmd_overhead(a: &OverheadArgs) -> Result<()> {
 
 // ----------------------------------------------------------------------------- efficiency
 
-const CHECK: [usize; 3] = [50, 100, 200];
+const CHECK: [usize; 4] = [25, 50, 100, 200];
 
 /// One optimisation run: every trial's observed value in order, and, on a noisy problem,
 /// the true values too.
@@ -704,7 +704,12 @@ fn cmd_efficiency(a: &EfficiencyArgs) -> Result<()> {
     let done = AtomicUsize::new(0);
     let results = parallel(&tasks, a.jobs, |&(p, kind, seed)| {
         let t0 = Instant::now();
-        let (values, true_values) = efficiency_run(p, kind, seed, a.trials)?;
+        let trials = if kind.split('@').next() == Some("gp") {
+            a.trials.min(a.gp_trials)
+        } else {
+            a.trials
+        };
+        let (values, true_values) = efficiency_run(p, kind, seed, trials)?;
         let wall = t0.elapsed().as_secs_f64();
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 50 == 0 || n == tasks.len() {
@@ -725,7 +730,7 @@ fn cmd_efficiency(a: &EfficiencyArgs) -> Result<()> {
     })?;
     let out = json!({
         "meta": meta("efficiency", json!({
-            "D": a.dim, "N": a.trials, "seeds": (0..a.seeds).collect::<Vec<_>>(), "kinds": kinds,
+            "D": a.dim, "N": a.trials, "gp_trials": a.trials.min(a.gp_trials), "seeds": (0..a.seeds).collect::<Vec<_>>(), "kinds": kinds,
             "problems": problems.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             "direction": "minimize",
         })),
@@ -914,7 +919,7 @@ struct Cli {
 enum Command {
     /// Time per trial (ask + tell in-process) at 100/500/1000/2000 trials of history.
     Overhead(OverheadArgs),
-    /// Best value after 50/100/200 trials on the shared problem suite.
+    /// Best value after 25/50/100/200 trials on the shared problem suite.
     Efficiency(EfficiencyArgs),
     /// The problem suite's values at fixed points (for the check against problems.py).
     Problems {
@@ -960,6 +965,9 @@ struct EfficiencyArgs {
     /// Trials per run.
     #[arg(long, default_value_t = 200)]
     trials: usize,
+    /// Trials per run for `gp` (a short-study sampler whose cost grows as n³; as Optuna's side).
+    #[arg(long, default_value_t = 100)]
+    gp_trials: usize,
     /// Dimension of the continuous problems.
     #[arg(long, default_value_t = 8)]
     dim: usize,

@@ -6,7 +6,7 @@ Adapted from ../shared/reference/optuna-5.0/scripts/bench_efficiency.py (same ob
 wiring: suggest_float x0..x{D-1} in the problem's box; mixed_space_suggest for `mixed`).
 
 Usage: efficiency.py --out OUT.json [--seeds 30] [--trials 200] [--dim 8] [--workers 2]
-                     [--samplers all] [--problems all]
+                     [--samplers all] [--problems all] [--gp-seeds 10] [--gp-trials 100]
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ from common import (NOISY_SD, OWN_PROBLEMS, continuous_problems, gait_objective,
                     mixed_objective, mixed_space_suggest, noisy_sphere_true)
 from samplers import DESCRIPTION, SAMPLERS, parse_names
 
-CHECK = (50, 100, 200)
+CHECK = (25, 50, 100, 200)
 
 
 def task(args):
@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--problems", default="all")
     ap.add_argument("--gp-seeds", type=int, default=10,
                     help="seeds for gp (Optuna's GPSampler takes 0.1-1 s per trial), stated in the output")
+    ap.add_argument("--gp-trials", type=int, default=100,
+                    help="trials per run for gp (its cost grows as n^3), as gaittune's side")
     a = ap.parse_args()
     names = parse_names(a.samplers)
     known = list(continuous_problems(a.dim)) + ["mixed"] + OWN_PROBLEMS
@@ -88,10 +90,11 @@ def main():
     # Slowest first (TPE), so the two workers finish together.
     order = sorted(names, key=lambda s: {"gp": 0, "tpe": 1}.get(s, 2))
     seeds_of = {s: min(a.seeds, a.gp_seeds) if s == "gp" else a.seeds for s in names}
-    tasks = [(p, s, seed, a.dim, a.trials) for s in order for p in probs for seed in range(seeds_of[s])]
+    trials_of = {s: min(a.trials, a.gp_trials) if s == "gp" else a.trials for s in names}
+    tasks = [(p, s, seed, a.dim, trials_of[s]) for s in order for p in probs for seed in range(seeds_of[s])]
     res = {"meta": {"side": "optuna", "command": "efficiency", "optuna": optuna.__version__,
                     "cmaes": cmaes.__version__, "numpy": np.__version__,
-                    "python": sys.version.split()[0], "D": a.dim, "N": a.trials,
+                    "python": sys.version.split()[0], "D": a.dim, "N": a.trials, "gp_trials": trials_of.get("gp"),
                     "seeds": list(range(a.seeds)), "seeds_by_sampler": seeds_of, "problems": probs,
                     "samplers": {n: DESCRIPTION[n] for n in names}, "direction": "minimize"},
            "runs": []}
