@@ -459,3 +459,52 @@ fn an_idle_control_client_does_not_keep_the_run_from_ending() {
     assert!(status.success(), "{status}");
     assert_eq!(in_state(&w.export("it"), "COMPLETE").len(), 2);
 }
+
+#[test]
+fn a_stop_during_re_evaluation_latches_the_robot_and_release_finishes_it() {
+    let w = Workdir::new();
+    let socket = w.path("ctl.sock");
+    // 300 steps x 4 ms: re-evaluation episodes long enough to stop in the middle of one.
+    let text = sim_config(&w.storage_url(), &w.event_log(), 3, 300, 4.0).replace(
+        "seed = 3\n",
+        "seed = 3\nreevaluate_top = 1\nreevaluate_episodes = 3\n",
+    );
+    let config = w.write_config(&text);
+    let child = spawn_with_control(&w, &config, &socket);
+    wait_until_socket(&socket);
+    // Three trial episodes, then the first re-evaluation episode.
+    wait_for(Duration::from_secs(60), "the re-evaluation", || {
+        named(&w.events(), "episode_start").len() >= 4
+    });
+    let said = ctl_ok(&socket, &["stop"]);
+    assert!(said.contains("EStop sent"), "{said}");
+    wait_for(Duration::from_secs(10), "the daemon to hold", || {
+        status(&socket)["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("release"))
+    });
+    assert!(
+        named(&w.events(), "clear_estop").is_empty(),
+        "nothing releases the robot before the operator does"
+    );
+    ctl_ok(&socket, &["release"]);
+
+    let stdout = finished_ok(child);
+    assert!(stdout.contains("stop by ctl"), "{stdout}");
+    assert!(stdout.contains("likely best"), "{stdout}");
+    let trials = w.export("it");
+    let reevaluated: Vec<&Value> = trials
+        .iter()
+        .filter(|t| !t["attrs"]["reeval"].is_null())
+        .collect();
+    assert_eq!(reevaluated.len(), 1, "{trials:?}");
+    assert_eq!(
+        reevaluated[0]["attrs"]["reeval"]["returns"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "every re-evaluation episode ran to its end: {}",
+        reevaluated[0]
+    );
+}

@@ -241,10 +241,7 @@ impl TrialRunner<'_> {
             }
             let finished = count_finished(&self.study.call(|s| s.trials()).await?);
             if finished >= size {
-                return match self.reevaluate().await {
-                    Ok(()) => Ok(RunOutcome::Finished),
-                    Err(stop) => self.stopped_outside_trial(stop, "re-evaluation").await,
-                };
+                return self.reevaluate_until_done().await;
             }
             if self.interrupts.requested() {
                 return self.stop_interrupted(None).await;
@@ -359,6 +356,31 @@ impl TrialRunner<'_> {
                 }
                 Err(Stop::Operator(_)) => unreachable!("settled above"),
             }
+        }
+    }
+
+    /// Re-evaluates the top trials. The operator's stop met between episodes (the robot
+    /// already latched when the next trial's parameters go out) is acknowledged and held
+    /// like one met during an episode; then the re-evaluation resumes from what is
+    /// persisted.
+    async fn reevaluate_until_done(&mut self) -> anyhow::Result<RunOutcome> {
+        loop {
+            let stop = match self.reevaluate().await {
+                Ok(()) => return Ok(RunOutcome::Finished),
+                Err(Stop::Operator(d)) => {
+                    outln!("re-evaluation: {} by {}", d.action(), d.by());
+                    let held = match self.quiet_robot_for(&d).await {
+                        Ok(()) => self.hold().await,
+                        Err(stop) => Err(stop),
+                    };
+                    match held {
+                        Ok(()) => continue,
+                        Err(stop) => stop,
+                    }
+                }
+                Err(stop) => stop,
+            };
+            return self.stopped_outside_trial(stop, "re-evaluation").await;
         }
     }
 
