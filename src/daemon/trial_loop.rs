@@ -359,10 +359,9 @@ impl TrialRunner<'_> {
         }
     }
 
-    /// Re-evaluates the top trials. The operator's stop met between episodes (the robot
-    /// already latched when the next trial's parameters go out) is acknowledged and held
-    /// like one met during an episode; then the re-evaluation resumes from what is
-    /// persisted.
+    /// Re-evaluates the top trials. The operator's stop or pause, met during an episode or
+    /// between them (the robot already latched when the next trial's parameters go out), is
+    /// acknowledged and held; then the re-evaluation resumes from what is persisted.
     async fn reevaluate_until_done(&mut self) -> anyhow::Result<RunOutcome> {
         loop {
             let stop = match self.reevaluate().await {
@@ -371,7 +370,7 @@ impl TrialRunner<'_> {
                     outln!("re-evaluation: {} by {}", d.action(), d.by());
                     let held = match self.quiet_robot_for(&d).await {
                         Ok(()) => self.hold().await,
-                        Err(stop) => Err(stop),
+                        stop => stop,
                     };
                     match held {
                         Ok(()) => continue,
@@ -1127,20 +1126,13 @@ impl TrialRunner<'_> {
             let mut j = done;
             while j < wanted {
                 let episode = self.config.study.episodes_per_trial + j;
+                // A skip ends this trial's re-evaluation here; a stop or a pause goes up to
+                // `reevaluate_until_done`, which holds and then resumes from what is persisted.
                 let result = match self.run_episode(number, episode, None).await {
-                    Err(Stop::Operator(d)) => {
+                    Err(Stop::Operator(d @ Disruption::Skip { .. })) => {
                         self.quiet_robot_for(&d).await?;
-                        outln!(
-                            "re-evaluation of trial {number}: {} by {}",
-                            d.action(),
-                            d.by()
-                        );
-                        if matches!(d, Disruption::Skip { .. }) {
-                            break;
-                        }
-                        self.hold().await?;
-                        self.apply_params(number, &trial.params).await?;
-                        continue;
+                        outln!("re-evaluation of trial {number}: skip by {}", d.by());
+                        break;
                     }
                     other => other,
                 };
