@@ -72,6 +72,17 @@ fn trial(trials: &[Value], number: u64) -> &Value {
         .unwrap_or_else(|| panic!("no trial {number} in {trials:?}"))
 }
 
+/// `ctl stop`, then waits until the daemon holds for the operator's release.
+fn stop_and_wait_for_the_hold(socket: &Path) {
+    let said = ctl_ok(socket, &["stop"]);
+    assert!(said.contains("EStop sent"), "{said}");
+    wait_for(Duration::from_secs(10), "the daemon to hold", || {
+        status(socket)["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("release"))
+    });
+}
+
 fn wait_until_socket(socket: &Path) {
     wait_for(Duration::from_secs(60), "the control socket", || {
         socket.exists() && ctl(socket, &["status"]).status.success()
@@ -93,13 +104,7 @@ fn stop_latches_the_robot_requeues_the_trial_and_release_goes_on() {
         .as_u64()
         .expect("a trial in flight");
 
-    let said = ctl_ok(&socket, &["stop"]);
-    assert!(said.contains("EStop sent"), "{said}");
-    wait_for(Duration::from_secs(10), "the daemon to hold", || {
-        status(&socket)["waiting_for"]
-            .as_str()
-            .is_some_and(|w| w.contains("release"))
-    });
+    stop_and_wait_for_the_hold(&socket);
     let events = w.events();
     let estops = named(&events, "estop");
     assert!(
@@ -476,13 +481,7 @@ fn a_stop_during_re_evaluation_latches_the_robot_and_release_finishes_it() {
     wait_for(Duration::from_secs(60), "the re-evaluation", || {
         named(&w.events(), "episode_start").len() >= 4
     });
-    let said = ctl_ok(&socket, &["stop"]);
-    assert!(said.contains("EStop sent"), "{said}");
-    wait_for(Duration::from_secs(10), "the daemon to hold", || {
-        status(&socket)["waiting_for"]
-            .as_str()
-            .is_some_and(|w| w.contains("release"))
-    });
+    stop_and_wait_for_the_hold(&socket);
     assert!(
         named(&w.events(), "clear_estop").is_empty(),
         "nothing releases the robot before the operator does"

@@ -193,28 +193,44 @@ mod tests {
     use super::*;
     use crate::sampler::TrialRng;
 
-    fn data(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
-        let mut r = TrialRng::from_seed(seed);
-        let is_cat = vec![false, true, false];
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for _ in 0..n {
-            let p = [r.next_f64(), r.below(3) as f64, r.next_f64()];
-            y.push((3.0 * p[0]).sin() + 0.5 * p[1] + 0.1 * r.normal());
-            x.extend_from_slice(&p);
+    /// `n` noisy points of a 3-D function with a categorical middle coordinate.
+    struct Sample {
+        x: Vec<f64>,
+        y: Vec<f64>,
+        is_cat: Vec<bool>,
+    }
+
+    impl Sample {
+        fn new(n: usize, seed: u64) -> Sample {
+            let mut r = TrialRng::from_seed(seed);
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for _ in 0..n {
+                let p = [r.next_f64(), r.below(3) as f64, r.next_f64()];
+                y.push((3.0 * p[0]).sin() + 0.5 * p[1] + 0.1 * r.normal());
+                x.extend_from_slice(&p);
+            }
+            Sample {
+                x,
+                y,
+                is_cat: vec![false, true, false],
+            }
         }
-        (x, y, is_cat)
+
+        fn data(&self) -> Data<'_> {
+            Data {
+                d: 3,
+                x: &self.x,
+                y: &self.y,
+                is_cat: &self.is_cat,
+            }
+        }
     }
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let (x, y, is_cat) = data(15, 1);
-        let data = Data {
-            d: 3,
-            x: &x,
-            y: &y,
-            is_cat: &is_cat,
-        };
+        let sample = Sample::new(15, 1);
+        let data = sample.data();
         let raw = [0.3, -0.5, 1.2, 0.2, -3.0];
         let mut g = [0.0; 5];
         let f = loss(&data, &raw, &mut g);
@@ -236,13 +252,8 @@ mod tests {
 
     #[test]
     fn a_deterministic_fit_holds_the_noise_at_its_minimum_while_it_fits() {
-        let (x, y, is_cat) = data(40, 2);
-        let data = Data {
-            d: 3,
-            x: &x,
-            y: &y,
-            is_cat: &is_cat,
-        };
+        let sample = Sample::new(40, 2);
+        let data = sample.data();
         let (h, _) = fit(&data, None, true);
         assert_eq!(h.noise, MIN_NOISE);
         // A stationary point of the loss with the noise at its minimum: the other
@@ -259,13 +270,8 @@ mod tests {
 
     #[test]
     fn fit_improves_the_loss_and_finds_the_noise() {
-        let (x, y, is_cat) = data(40, 2);
-        let data = Data {
-            d: 3,
-            x: &x,
-            y: &y,
-            is_cat: &is_cat,
-        };
+        let sample = Sample::new(40, 2);
+        let data = sample.data();
         let mut g = [0.0; 5];
         let default = Hyper::default_for(3);
         let before = loss(&data, &default.to_raw(), &mut g);
