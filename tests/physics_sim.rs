@@ -361,11 +361,18 @@ fn step_stream_over_the_pty_is_what_the_physics_produced() {
     }
 }
 
-/// Drops the fields that are wall-clock times or durations, and the worker (its pid).
+/// Drops the fields that are wall-clock times or durations, the worker (its pid), and what
+/// the host's latency decides: how many steps an EStopped episode ran (and their return)
+/// before the daemon's EStop reached the robot. Which step tripped the envelope, by how
+/// much, and everything the samplers and the study recorded stay compared.
 fn without_timestamps(v: &Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
+                .filter(|(k, _)| {
+                    let estopped = map.get("status").and_then(Value::as_str) == Some("EStopped");
+                    !(estopped && matches!(k.as_str(), "steps" | "return"))
+                })
                 .filter(|(k, _)| {
                     !(k.ends_with("_at")
                         || k.as_str() == "worker"
@@ -402,8 +409,9 @@ device = "sim"
 model = "physics"
 seed = 2
 reset_delay_ms = 1.0
-# Paced, so that the daemon's EStop (well under a millisecond) always lands before the next
-# step: unpaced, the step count of an EStopped episode races the EStop, as on a real robot.
+# Paced, so that the daemon's EStop (well under a millisecond) usually lands before the next
+# step; on a loaded machine it can still land a step later, as on a real robot, so the
+# comparison leaves an EStopped episode's step count out.
 step_delay_ms = 5.0
 
 [episode]
