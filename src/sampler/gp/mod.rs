@@ -38,6 +38,12 @@
 //!   promise (on the simulated robot's sim-to-real study, 6 seeds × 60 trials: warm studies
 //!   fell in 47 trials of 60 before, 27 after; cold studies 36 → 19.5, with better best
 //!   values: `cargo bench --bench robot_studies -- warmstart --seeds 6 --trials 60`).
+//! - *Output warping* (`output_warping`, ours, from HEBO; [`warp`]): before the GP sees
+//!   them the values go through a Yeo-Johnson power transform whose exponent maximises
+//!   their likelihood (first as independent normal values, for the hyperparameter fit, then
+//!   under the fitted GP: a warped GP). Costs with a long tail of bad trials (a sphere, a
+//!   falling robot) otherwise standardise to a flat band where every good trial looks alike;
+//!   on the public suite this is what puts `gp` ahead of Optuna's GPSampler.
 //! - *Safe exploration* (`safe_exploration = true`, opt-in, SafeOpt-style): no random
 //!   start-up; from the first safe trial (the baseline: the firmware's defaults, declared
 //!   safe) on, proposals are restricted to the safe set `{x : μ_c(x) + β σ_c(x) ≤ 0}` of the
@@ -75,7 +81,7 @@
 //! finished trials (COMPLETE or PRUNED, as our TPE) where Optuna counts COMPLETE ones;
 //! hyperparameters refitted on the `refit_growth` schedule instead of every trial; long
 //! int grids searched by doubling steps instead of Brent's method; unsafe trials in the
-//! objective model at the worst COMPLETE value.
+//! objective model at the worst COMPLETE value; the output warping.
 
 mod acqf;
 mod chol;
@@ -87,6 +93,7 @@ mod model;
 mod optim;
 #[cfg(test)]
 mod tests;
+mod warp;
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +136,11 @@ pub struct GpOptions {
     /// trial lets it be fitted, and the longest it is fitted to afterwards: how far one safe
     /// trial vouches for its neighbours.
     pub safe_lengthscale: f64,
+    /// Warp the objective values by a fitted power transform before the GP sees them
+    /// ([`warp`]: Yeo-Johnson, as HEBO), so a long tail of bad trials does not flatten the
+    /// good ones (on by default; `false` is Optuna's behaviour). Not with a `prior`, whose
+    /// units are the source study's.
+    pub output_warping: bool,
     /// Sim-to-real warm start: the COMPLETE trials of this finished study (same parameter
     /// names) become the GP's prior mean ([`GpSampler::with_prior`]; the daemon opens the
     /// storage, the sampler never does I/O). `None`: a zero prior mean, as Optuna.
@@ -147,6 +159,7 @@ impl Default for GpOptions {
             safe_exploration: false,
             safe_beta: 2.0,
             safe_lengthscale: 0.25,
+            output_warping: true,
             prior: None,
         }
     }
@@ -680,7 +693,10 @@ impl Sampler for GpSampler {
         } else {
             // With a prior: the values in the source's units minus the prior mean, less
             // their mean (the constant part of the sim-to-real gap).
-            let (y, offset) = match &prior {
+            let (mut y, offset) = match &prior {
+                None if self.options.output_warping => {
+                    (warp::warp(&standardize(&o.values).0, None).0, 0.0)
+                }
                 None => (standardize(&o.values).0, 0.0),
                 Some(p) => {
                     let z: Vec<f64> = o.values.iter().map(|v| (v - p.mean) / p.sd).collect();
@@ -715,6 +731,17 @@ impl Sampler for GpSampler {
                 None,
                 None,
             );
+            if self.options.output_warping && prior.is_none() {
+                // The exponent again, now by the GP's own likelihood of the values (the
+                // model was fitted to the independent-normal warp above).
+                let quad = |v: &[f64]| {
+                    let mut w = v.to_vec();
+                    gp.chol.solve_lower(&mut w);
+                    w.iter().map(|a| a * a).sum::<f64>()
+                };
+                y = warp::warp(&standardize(&o.values).0, Some(&quad)).0;
+                gp.set_y(&y);
+            }
             let bi = o.best_complete();
             f0 = match &prior {
                 None => y[bi],
