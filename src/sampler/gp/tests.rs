@@ -563,3 +563,26 @@ fn output_warping_tells_the_good_trials_apart_on_a_heavy_tailed_objective() {
     let (plain, warped) = ((plain / 3.0).exp(), (warped / 3.0).exp());
     assert!(warped < 0.5 * plain, "warped {warped} vs plain {plain}");
 }
+
+#[test]
+fn hyperparameters_are_refitted_every_trial_up_to_refit_every_until_then_by_growth() {
+    let refit = GpOptions {
+        refit_growth: 0.1,
+        refit_every_until: 50,
+        ..GpOptions::default()
+    }
+    .refit();
+    // Up to 50 trials: every new trial.
+    assert!(refit.due(10, 11) && refit.due(49, 50));
+    assert!(!refit.due(30, 30));
+    // Beyond: when the set has grown by 10 % since the last fit.
+    assert!(!refit.due(50, 54) && refit.due(50, 55));
+    assert!(!refit.due(100, 109) && refit.due(100, 110));
+    // `refit_growth = 0` is Optuna's every trial, whatever the size.
+    let every = GpOptions {
+        refit_growth: 0.0,
+        ..GpOptions::default()
+    }
+    .refit();
+    assert!(every.due(150, 151));
+}
