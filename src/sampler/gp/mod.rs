@@ -144,10 +144,10 @@ pub struct GpOptions {
     /// trial lets it be fitted, and the longest it is fitted to afterwards: how far one safe
     /// trial vouches for its neighbours.
     pub safe_lengthscale: f64,
-    /// Warp the objective values by a fitted power transform before the GP sees them
-    /// ([`warp`]: Yeo-Johnson, as HEBO), so a long tail of bad trials does not flatten the
-    /// good ones (on by default; `false` is Optuna's behaviour). Not with a `prior`, whose
-    /// units are the source study's.
+    /// Warp the objective values by a fitted power transform before the GP sees them (a
+    /// Yeo-Johnson transform, as HEBO; `src/sampler/gp/warp.rs`), so a long tail of bad
+    /// trials does not flatten the good ones (on by default; `false` is Optuna's behaviour).
+    /// Not with a `prior`, whose units are the source study's.
     pub output_warping: bool,
     /// Sim-to-real warm start: the COMPLETE trials of this finished study (same parameter
     /// names) become the GP's prior mean ([`GpSampler::with_prior`]; the daemon opens the
