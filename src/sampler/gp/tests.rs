@@ -336,6 +336,15 @@ fn running_trials_are_not_proposed_again() {
 fn options_parse_and_are_checked() {
     let t: toml::Table = toml::from_str("n_startup_trials = 5\nsafe_exploration = true").unwrap();
     assert_eq!(build("gp", 1, Some(&t)).unwrap().name(), "gp");
+    // Optuna's behaviour: no output warping, a refit at every trial.
+    let t: toml::Table =
+        toml::from_str("output_warping = false\nrefit_every_until = 0\nrefit_growth = 0.0")
+            .unwrap();
+    assert_eq!(build("gp", 1, Some(&t)).unwrap().name(), "gp");
+    let parsed: GpOptions = t.try_into().unwrap();
+    assert!(!parsed.output_warping && parsed.refit_every_until == 0);
+    let defaults = GpOptions::default();
+    assert!(defaults.output_warping && defaults.refit_every_until == 50);
     let t: toml::Table = toml::from_str("n_startup = 5").unwrap();
     let e = build("gp", 1, Some(&t)).err().unwrap().to_string();
     assert!(
