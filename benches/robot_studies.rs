@@ -14,7 +14,8 @@
 //!   steps × 20 ms) and best value, compared with the same sampler without a pruner;
 //! - `warmstart` (not in the default set): sim-to-real with the `gp` sampler. "The
 //!   simulator" is the config's robot; "the real robot" is the same physics with another
-//!   robot seed and more noise ([`REAL_ROBOT`]). Per seed: a simulator study (`--sim-trials`, default `--trials`; simulator trials are cheap), then on the
+//!   robot seed and more noise ([`REAL_ROBOT`]). Per seed: a simulator study
+//!   (`--sim-trials`, default `--trials`; simulator trials are cheap), then on the
 //!   real robot a cold study and one warm started from the simulator study
 //!   (`[sampler.gp] prior`). Figure: the trials the warm study needs to reach the cold
 //!   study's final best.

@@ -43,7 +43,8 @@
 //!   their likelihood (first as independent normal values, for the hyperparameter fit, then
 //!   under the fitted GP: a warped GP). Costs with a long tail of bad trials (a sphere, a
 //!   falling robot) otherwise standardise to a flat band where every good trial looks alike;
-//!   on the public suite this is what puts `gp` ahead of Optuna's GPSampler.
+//!   on the public suite it is, with the refit schedule below, what puts `gp` ahead of
+//!   Optuna's GPSampler.
 //! - *Safe exploration* (`safe_exploration = true`, opt-in, SafeOpt-style): no random
 //!   start-up; from the first safe trial (the baseline: the firmware's defaults, declared
 //!   safe) on, proposals are restricted to the safe set `{x : μ_c(x) + β σ_c(x) ≤ 0}` of the
@@ -73,10 +74,11 @@
 //! costs 1.6–2.5 times as much at 100 trials; the growth rule alone below 50 trials cost
 //! precision: replaying Optuna's own trajectories, our stale fits were the one difference
 //! between the two models, and refitting up to 50 trials took `sphere_shift` at 50 trials
-//! from a tie with Optuna to better.) Per ask, `L⁻¹` is formed once ([`model::Gp::prepare`]); the 2048 candidates are scored in one batch (their
+//! from a tie with Optuna to better.) Per ask, `L⁻¹` is formed once
+//! ([`model::Gp::prepare`]); the 2048 candidates are scored in one batch (their
 //! cross-covariances as an `n × 256` block, one matrix product against `L⁻¹`, variances
-//! from column norms) and the local searches' posteriors are matrix-vector products. The fitted
-//! hyperparameters (`O(d)` numbers) are the sampler's persisted state
+//! from column norms) and the local searches' posteriors are matrix-vector products. The
+//! fitted hyperparameters (`O(d)` numbers) are the sampler's persisted state
 //! ([`Sampler::save_state`]), so a resumed study continues from the same fit.
 //!
 //! **Where it differs from Optuna**: the kriging believer for running trials (above);
@@ -84,9 +86,8 @@
 //! safety stops (unsafe trials are PRUNED with a violation and no value); start-up counts
 //! finished trials (COMPLETE or PRUNED, as our TPE) where Optuna counts COMPLETE ones;
 //! hyperparameters refitted on the `refit_growth` schedule beyond 50 trials instead of
-//! every trial; long
-//! int grids searched by doubling steps instead of Brent's method; unsafe trials in the
-//! objective model at the worst COMPLETE value; the output warping.
+//! every trial; long int grids searched by doubling steps instead of Brent's method; unsafe
+//! trials in the objective model at the worst COMPLETE value; the output warping.
 
 mod acqf;
 mod chol;
@@ -731,11 +732,11 @@ impl Sampler for GpSampler {
         } else {
             // With a prior: the values in the source's units minus the prior mean, less
             // their mean (the constant part of the sim-to-real gap).
+            let standardized = standardize(&o.values).0;
+            let warping = self.options.output_warping && prior.is_none();
             let (mut y, offset) = match &prior {
-                None if self.options.output_warping => {
-                    (warp::warp(&standardize(&o.values).0, None).0, 0.0)
-                }
-                None => (standardize(&o.values).0, 0.0),
+                None if warping => (warp::warp(&standardized, None).0, 0.0),
+                None => (standardized.clone(), 0.0),
                 Some(p) => {
                     let z: Vec<f64> = o.values.iter().map(|v| (v - p.mean) / p.sd).collect();
                     let e: Vec<f64> = z
@@ -769,7 +770,7 @@ impl Sampler for GpSampler {
                 None,
                 None,
             );
-            if self.options.output_warping && prior.is_none() {
+            if warping {
                 // The exponent again, now by the GP's own likelihood of the values (the
                 // model was fitted to the independent-normal warp above).
                 let quad = |v: &[f64]| {
@@ -777,7 +778,7 @@ impl Sampler for GpSampler {
                     gp.chol.solve_lower(&mut w);
                     w.iter().map(|a| a * a).sum::<f64>()
                 };
-                y = warp::warp(&standardize(&o.values).0, Some(&quad)).0;
+                y = warp::warp(&standardized, Some(&quad)).0;
                 gp.set_y(&y);
             }
             let bi = o.best_complete();

@@ -10,6 +10,9 @@
 //! likelihood of the transformed values compresses such a tail (λ < 1, `ln(1 + c)` at
 //! λ = 0) and leaves near-Gaussian values almost linear (λ ≈ 1). The transform is monotone,
 //! so the best trial stays the best; expected improvement is taken in the warped units.
+//! The sampler fits λ twice per ask: to independent normal values first (the data the
+//! hyperparameters are fitted to), then by the fitted GP's own likelihood ([`warp`] with
+//! `quad`).
 //!
 //! The transform works on costs (values to minimise) centred on their median and scaled by
 //! their standard deviation (HEBO only scales), so adding a constant to the objective or
@@ -54,7 +57,7 @@ fn warped(cost: &[f64], lambda: f64) -> (Vec<f64>, f64) {
 }
 
 /// The Yeo-Johnson transform of `x` with exponent `lambda` (monotone increasing in `x`).
-pub(crate) fn yeo_johnson(x: f64, lambda: f64) -> f64 {
+fn yeo_johnson(x: f64, lambda: f64) -> f64 {
     const EPS: f64 = 1e-8;
     if x >= 0.0 {
         if lambda.abs() < EPS {
