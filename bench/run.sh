@@ -4,7 +4,7 @@
 # real daemon, then a study through the fault-injecting proxy (gaittune chaos); every figure
 # goes to bench/results.json. See bench/README.md.
 #
-#   bench/run.sh            full run   (~1 h 45 min on 2 cores: Optuna's GPSampler ~50 min, robot studies ~35 min)
+#   bench/run.sh            full run   (~1 h on 2 cores: samplers 25 min, of which Optuna's GPSampler ~20 min; robot 21 min)
 #   bench/run.sh --quick    smoke test (~25 min on 2 cores, plus the venv's first install)
 #
 # Options: --quick, --jobs N (parallel workers; default 2),
