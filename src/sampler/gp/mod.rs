@@ -308,17 +308,18 @@ impl ModelCache {
                 y: t.y,
                 is_cat: t.is_cat,
             };
-            let (mut h, _) = fit::fit(&data, start, deterministic);
-            if let Some(l) = longest {
-                let floor = 1.0 / (l * l);
-                h.inv_sq_ls.iter_mut().for_each(|v| *v = v.max(floor));
-            }
+            let (h, _) = fit::fit(&data, start, deterministic);
             self.hyper = Some(h);
             self.n_fit = n;
             self.gp = None;
         }
         if prefix {
             gp = self.gp.take();
+        }
+        // On whatever hyperparameters are in use: fitted now, or loaded from a saved state.
+        if let (Some(l), Some(h)) = (longest, self.hyper.as_mut()) {
+            let floor = 1.0 / (l * l);
+            h.inv_sq_ls.iter_mut().for_each(|v| *v = v.max(floor));
         }
         let hyper = self.hyper.clone().expect("fitted above");
         let mut gp = match gp {

@@ -595,3 +595,51 @@ fn hyperparameters_are_refitted_every_trial_up_to_refit_every_until_then_by_grow
     .refit();
     assert!(every.due(150, 151));
 }
+
+#[test]
+fn a_loaded_safety_model_state_is_capped_at_safe_lengthscale_too() {
+    // A state saved before the cap existed (or edited by hand): its safety length scales
+    // are long, and no refit is due yet, so only the model's own cap can shorten them.
+    let space = space2();
+    let opts = GpOptions {
+        safe_exploration: true,
+        ..quick()
+    };
+    let mut s = GpSampler::with_options(3, opts.clone()).unwrap();
+    let history = [-3.0, 2.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let p: Params = [("x".to_string(), x), ("y".to_string(), -3.0)].into();
+            let outcome = half_unsafe(&p);
+            finished(i as u64, p, outcome)
+        })
+        .collect();
+    let history = run_from(&mut s, &space, history, 12, half_unsafe);
+    let mut state = s.save_state().expect("a state");
+    state["constraint"][1]["inv_sq_ls"] = serde_json::json!([0.01, 0.01]);
+    let n_fit = history
+        .iter()
+        .filter(|t| t.state != TrialState::Running)
+        .count();
+    state["constraint"][0] = serde_json::json!(n_fit);
+
+    let mut resumed = GpSampler::with_options(3, opts).unwrap();
+    resumed.load_state(&state).unwrap();
+    resumed.sample(&SampleRequest {
+        space: &space,
+        history: &history,
+        direction: Direction::Minimize,
+        trial_number: history.len() as u64,
+    });
+    let used = resumed
+        .constraint
+        .hyper
+        .as_ref()
+        .expect("loaded")
+        .length_scales();
+    assert!(
+        used.iter().all(|&l| l <= 0.25 * (1.0 + 1e-9)),
+        "safety length scales {used:?}, safe_lengthscale 0.25"
+    );
+}
